@@ -8,21 +8,22 @@ batch. Both implementations produce exactly that:
 - the authors' style of pipeline, one PIL image at a time: `RandAugmentPIL` (the same policy with PIL operations),
   torchvision's `RandomHorizontalFlip`, `RandomCrop(32, padding=4)`, `ToTensor`, `Normalize`, then `torch.stack`.
 
-Images are real CIFAR-10 images read from the shared JPEG tarball. Rounds alternate between the implementations and
-each figure is the best round, which limits the noise of a shared machine. This is a measurement, not a test.
+Images are real CIFAR-10 images read from `cifar10-jpeg.tar.gz` (by default the file `defixmatch.data.cifar10_tarball`
+finds: `$DEFIXMATCH_CIFAR10_TGZ`, else `../shared/data/` beside the project root). Rounds alternate between the
+implementations and each figure is the best round, which limits the noise of other processes running at the same
+time. This is a measurement, not a test.
 
-    python benchmarks/augment_throughput.py [--n-images 2048] [--batch 512] [--rounds 5]
+    python benchmarks/augment_throughput.py [--tgz PATH] [--n-images 2048] [--batch 512] [--rounds 5]
+    python benchmarks/augment_throughput.py --n-images 64 --batch 32 --rounds 1     # a quick check that it runs
 """
-import argparse, io, tarfile, time
+import argparse, io, sys, tarfile, time
 from pathlib import Path
 import numpy as np
 import torch
 import torchvision.transforms as T
 from PIL import Image
 from defixmatch.augment import strong_transform, RandAugmentPIL
-from defixmatch.data import CIFAR_STATS
-
-DEFAULT_TGZ = Path(__file__).resolve().parents[2] / 'shared' / 'data' / 'cifar10-jpeg.tar.gz'
+from defixmatch.data import CIFAR_STATS, CIFAR10_TGZ_ENV, cifar10_tarball
 
 def read_images(tgz, n):
     "The first `n` images of the tarball, as an N x 3 x 32 x 32 uint8 tensor"
@@ -39,13 +40,18 @@ def rate(fn, n_images):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    ap.add_argument('--tgz', default=str(DEFAULT_TGZ), help='image-folder tarball to read the images from')
+    ap.add_argument('--tgz', default=None,
+                    help=f'image-folder tarball to read the images from (default: cifar10-jpeg.tar.gz, from ${CIFAR10_TGZ_ENV} '
+                         'or ../shared/data/ beside the project root)')
     ap.add_argument('--n-images', type=int, default=2048)
     ap.add_argument('--batch', type=int, default=512, help='batch size of the tensor implementation')
     ap.add_argument('--rounds', type=int, default=5)
     args = ap.parse_args()
+    tgz = Path(args.tgz) if args.tgz else cifar10_tarball()
+    if tgz is None or not tgz.is_file():
+        sys.exit(f"no tarball: {args.tgz or 'cifar10-jpeg.tar.gz'} not found; pass --tgz PATH or set {CIFAR10_TGZ_ENV}")
     torch.set_num_threads(1)
-    x = read_images(args.tgz, args.n_images)
+    x = read_images(tgz, args.n_images)
     n = len(x)
     mean, std = CIFAR_STATS['cifar10']
     pils = [Image.fromarray(a.permute(1, 2, 0).numpy()) for a in x]

@@ -25,13 +25,14 @@ def _check_logits(logits, name, like=None):
         raise ValueError(f"{name}: {logits.shape[1]} classes but logits_w has {like.shape[1]}")
 
 def _check_labels(y, logits):
-    "Raise `ValueError` unless `y` holds one integer class index in `[0, classes)` per row of `logits`."
+    "Raise `ValueError` unless `y` holds one integer class index per row of `logits`, in `[0, classes)` (range: CPU only)."
     if not isinstance(y, Tensor) or y.ndim != 1 or y.shape[0] != logits.shape[0]:
         got = tuple(y.shape) if isinstance(y, Tensor) else type(y).__name__
         raise ValueError(f"y: expected shape ({logits.shape[0]},) to match logits_w, got {got}")
     if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
         raise ValueError(f"y: expected integer class indices, got dtype {y.dtype}")
-    if ((y < 0) | (y >= logits.shape[1])).any():  # the one reduction (and host sync) of the checks
+    # the range needs the values: on an accelerator, reading them back would make the host wait at every step
+    if y.device.type == 'cpu' and ((y < 0) | (y >= logits.shape[1])).any():
         raise ValueError(f"y: labels must lie in [0, {logits.shape[1] - 1}]")
 
 def _check_args(p_cutoff=0.5, T=1.0, reduction='mean'):
