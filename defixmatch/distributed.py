@@ -7,7 +7,7 @@ Docs: https://defixmatch.github.io/defixmatch/distributed.html.md"""
 # %% auto #0
 __all__ = ['dist_info', 'is_main_process', 'dist_env', 'spawn_processes', 'make_accelerator', 'DistributedCallback']
 
-# %% ../nbs/07a_distributed.ipynb #52372541
+# %% ../nbs/07a_distributed.ipynb #83152bd7
 import os, warnings
 from urllib.parse import urlparse
 import torch
@@ -17,18 +17,18 @@ from fastai.callback.progress import ProgressCallback
 from fastcore.basics import noop
 from fastai.torch_core import to_detach
 
-# %% ../nbs/07a_distributed.ipynb #c9c4cc78
+# %% ../nbs/07a_distributed.ipynb #70d786a4
 def dist_info() -> tuple[int, int, int]:
     "`(rank, local_rank, world_size)` of this process, read from the variables that torchrun and accelerate set."
     g = lambda k, d: int(os.environ.get(k, d))
     return g('RANK', 0), g('LOCAL_RANK', 0), max(g('WORLD_SIZE', 1), 1)
 
-# %% ../nbs/07a_distributed.ipynb #c02d1a73
+# %% ../nbs/07a_distributed.ipynb #15b0a73f
 def is_main_process() -> bool:
     "Whether this process is rank 0 (always true outside distributed runs)."
     return dist_info()[0] == 0
 
-# %% ../nbs/07a_distributed.ipynb #55accf43
+# %% ../nbs/07a_distributed.ipynb #b565995c
 def dist_env(dist_url:str='tcp://127.0.0.1:10001', # the authors' `--dist-url` (`tcp://host:port` or `env://`)
              rank:int=0, # global rank of the process
              world_size:int=1, # total number of processes
@@ -43,14 +43,14 @@ def dist_env(dist_url:str='tcp://127.0.0.1:10001', # the authors' `--dist-url` (
         env.update(MASTER_ADDR=u.hostname, MASTER_PORT=str(u.port))
     return env
 
-# %% ../nbs/07a_distributed.ipynb #e9b58530
+# %% ../nbs/07a_distributed.ipynb #a8987fd0
 def _spawned_worker(local_rank, fn, fn_args, dist_url, node_rank, nprocs, n_nodes):
     os.environ.update(dist_env(dist_url, rank=node_rank*nprocs + local_rank, world_size=n_nodes*nprocs,
                                local_rank=local_rank))
     os.environ['LOCAL_WORLD_SIZE'] = str(nprocs)
     fn(*fn_args)
 
-# %% ../nbs/07a_distributed.ipynb #d80050ed
+# %% ../nbs/07a_distributed.ipynb #78cb517d
 def spawn_processes(fn, # function run in every process, as `fn(*args)`
                     args:tuple=(), # its arguments (picklable)
                     nprocs:int=1, # processes on this node (one per GPU for `--multiprocessing-distributed`)
@@ -63,7 +63,7 @@ def spawn_processes(fn, # function run in every process, as `fn(*args)`
     torch.multiprocessing.spawn(_spawned_worker, nprocs=nprocs, join=True,
                                 args=(fn, tuple(args), dist_url, node_rank, nprocs, n_nodes))
 
-# %% ../nbs/07a_distributed.ipynb #69155d8a
+# %% ../nbs/07a_distributed.ipynb #0289b5cf
 def make_accelerator(cpu:bool=False, # train on CPU even when a GPU is visible (also forced when none is)
                      backend:str|None=None, # process-group backend; `None`: nccl on GPU, gloo on CPU
                     ):
@@ -79,12 +79,12 @@ def make_accelerator(cpu:bool=False, # train on CPU even when a GPU is visible (
         # mixed precision is the loop's business (`--amp`), whatever `accelerate config` says
         return Accelerator(cpu=cpu, device_placement=True, mixed_precision='no', **kw)
 
-# %% ../nbs/07a_distributed.ipynb #e93b2e8b
+# %% ../nbs/07a_distributed.ipynb #3652918d
 def _local_to_detach(b, cpu=True, gather=True):
     "fastai's `to_detach` without the gather across processes."
     return to_detach(b, cpu=cpu, gather=False)
 
-# %% ../nbs/07a_distributed.ipynb #57542983
+# %% ../nbs/07a_distributed.ipynb #79b4ed62
 class DistributedCallback(Callback):
     "Data-parallel training through `accelerator`: DDP-wrapped training forward, only rank 0 validates and logs."
     order = -50 # before every other callback, so the forward of the training step goes through DDP

@@ -1,0 +1,186 @@
+"`defixmatch-train` and `defixmatch-eval` end to end: the reference's flags and commands, errors, the eval report."
+import json, os, re, shutil, subprocess, sys
+from pathlib import Path
+import pytest, torch
+
+ROOT = Path(__file__).resolve().parents[1]
+CIFAR_TGZ = ROOT.parent/'shared'/'data'/'cifar10-jpeg.tar.gz'
+# the reference README's commands, `python train.py` removed
+REF = "--world-size 1 --rank 0 --multiprocessing-distributed --num_labels 4000 --dataset cifar10 --num_classes 10 --overwrite"
+REF_COMMANDS = {'complete case': REF + ' --modified_fixmatch --ulb_loss_ratio 0',
+                'fixmatch': REF + ' --modified_fixmatch --ulb_loss_ratio 0.5',
+                'defixmatch': REF + ' --debiased --ulb_loss_ratio 0.5'}
+REF_FLAGS = """--save_dir --save_name --resume --load_path --overwrite --epoch --num_train_iter --num_eval_iter --num_labels
+--batch_size --uratio --eval_batch_size --hard_label --T --p_cutoff --ema_m --ulb_loss_ratio --debiased --modified_fixmatch
+--lr --momentum --weight_decay --amp --net --depth --widen_factor --leaky_slope --dropout --data_dir --dataset
+--train_sampler --num_classes --num_workers --world-size --rank --dist-url --dist-backend --seed --gpu
+--multiprocessing-distributed --method --cpu""".split()
+
+def cli(module, *args, timeout=600, env=None, cwd=None):
+    "Run `python -m defixmatch.<module> ARGS`; return the CompletedProcess."
+    e = dict(os.environ, OMP_NUM_THREADS='1', **(env or {}))
+    e.pop('DEFIXMATCH_DEBUG', None)
+    return subprocess.run([sys.executable, '-m', f'defixmatch.{module}', *map(str, args)], capture_output=True,
+                          text=True, timeout=timeout, env=e, cwd=cwd)
+
+def assert_one_line_error(res, *fragments, code=None):
+    "Non-zero exit, no traceback, exactly one `error:` line on stderr, containing `fragments`."
+    assert res.returncode != 0, res.stdout + res.stderr
+    if code is not None: assert res.returncode == code, (res.returncode, res.stderr)
+    assert 'Traceback' not in res.stderr, res.stderr
+    errs = [l for l in res.stderr.splitlines() if 'error:' in l]
+    assert len(errs) == 1, res.stderr
+    for f in fragments: assert f in errs[0], errs[0]
+
+# ---------------------------------------------------------------- flags
+def test_help_documents_reference_and_package_flags():
+    res = cli('train', '--help')
+    assert res.returncode == 0, res.stderr
+    for f in REF_FLAGS: assert re.search(rf'(^|\s){re.escape(f)}[\s,]', res.stdout), f
+    for m in ('complete_case', 'fixmatch', 'defixmatch', 'pseudolabel', 'depseudolabel', 'entmin', 'deentmin'):
+        assert m in res.stdout
+    res = cli('eval', '--help')
+    assert res.returncode == 0
+    for f in ('--load_path', '--use_train_model', '--dataset', '--num_classes', '--data_dir', '--batch_size', '--net',
+              '--depth', '--widen_factor', '--json', '--plot'): assert f in res.stdout, f
+
+def test_console_scripts_are_installed():
+    for s in ('defixmatch-train', 'defixmatch-eval'):
+        exe = shutil.which(s) or shutil.which(s, path=str(Path(sys.executable).parent))
+        assert exe, f"{s} is not installed (pyproject [project.scripts])"
+        res = subprocess.run([exe, '--help'], capture_output=True, text=True, timeout=120)
+        assert res.returncode == 0 and s in res.stdout, res.stderr
+
+def test_reference_defaults():
+    from defixmatch.train import resolve_args
+    a = resolve_args([])
+    expect = dict(save_dir='./saved_models', resume=False, load_path=None, overwrite=False, epoch=1, num_train_iter=1048576,
+                  num_eval_iter=10000, num_labels=4000, batch_size=64, uratio=7, eval_batch_size=1024, hard_label=True,
+                  T=0.5, p_cutoff=0.95, ema_m=0.999, ulb_loss_ratio=1.0, debiased=False, modified_fixmatch=False, lr=0.03,
+                  momentum=0.9, weight_decay=5e-4, amp=False, net='WideResNet', depth=28, widen_factor=2, leaky_slope=0.1,
+                  dropout=0.0, data_dir='./data', dataset='cifar10', train_sampler='RandomSampler', num_classes=10,
+                  num_workers=1, world_size=-1, rank=-1, dist_url='tcp://127.0.0.1:10001', dist_backend='nccl', seed=0,
+                  gpu=None, multiprocessing_distributed=False)
+    assert {k: getattr(a, k) for k in expect} == expect
+    assert resolve_args(['--hard_label', 'False']).hard_label is False
+
+def test_reference_commands_mean_what_they_mean_there(tmp_path):
+    from defixmatch.train import resolve_args
+    got = {k: resolve_args(c.split() + ['--save_dir', str(tmp_path)]) for k, c in REF_COMMANDS.items()}
+    summary = {k: (a.method_resolved, a.ulb_loss_ratio, a.modified, a.save_name) for k, a in got.items()}
+    assert summary == {'complete case': ('complete_case', 0.0, True, 'Modcifar10_4000_0.0_0'),
+                       'fixmatch': ('fixmatch', 0.5, True, 'Modcifar10_4000_0.5_0'),
+                       'defixmatch': ('defixmatch', 0.5, True, 'Decifar10_4000_0.5_0')}
+    # the original FixMatch (no flag) keeps the supervised loss on the weak view only
+    a = resolve_args(['--save_dir', str(tmp_path)])
+    assert (a.method_resolved, a.modified, a.save_name) == ('fixmatch', False, 'cifar10_4000_1.0_0')
+
+def test_dry_run_prints_resolved_configuration(tmp_path):
+    res = cli('train', *REF_COMMANDS['defixmatch'].split(), '--save_dir', tmp_path, '--dry_run')
+    assert res.returncode == 0, res.stderr
+    cfg = json.loads(res.stdout)
+    assert cfg['method_resolved'] == 'defixmatch' and cfg['save_name'] == 'Decifar10_4000_0.5_0'
+    assert not (tmp_path/'Decifar10_4000_0.5_0').exists()
+
+# ---------------------------------------------------------------- errors
+def test_existing_run_folder_needs_overwrite(tmp_path):
+    (tmp_path/'Dedigits_100_1.0_0').mkdir()
+    res = cli('train', '--dataset', 'digits', '--method', 'defixmatch', '--save_dir', tmp_path)
+    assert_one_line_error(res, 'Dedigits_100_1.0_0', '--overwrite', code=2)
+
+def test_resume_needs_load_path(tmp_path):
+    assert_one_line_error(cli('train', '--dataset', 'digits', '--resume', '--save_dir', tmp_path), '--load_path', code=2)
+
+def test_unknown_dataset(tmp_path):
+    assert_one_line_error(cli('train', '--dataset', 'svhn2', '--save_dir', tmp_path), 'svhn2', code=2)
+
+def test_num_labels_must_be_multiple_of_num_classes(tmp_path):
+    assert_one_line_error(cli('train', '--dataset', 'digits', '--num_labels', '55', '--save_dir', tmp_path),
+                          '--num_labels', 'multiple', code=2)
+
+def test_missing_data_offline(tmp_path):
+    # a proxy on a closed port makes any download attempt fail at once, as on an offline machine
+    off = {'http_proxy': 'http://127.0.0.1:9', 'https_proxy': 'http://127.0.0.1:9',
+           'HTTP_PROXY': 'http://127.0.0.1:9', 'HTTPS_PROXY': 'http://127.0.0.1:9'}
+    res = cli('train', '--dataset', 'cifar10', '--data_dir', tmp_path/'nodata', '--num_train_iter', 2,
+              '--save_dir', tmp_path/'runs', env=off, timeout=300)
+    assert_one_line_error(res, 'cifar10', code=1)
+    assert not any((tmp_path/'nodata').glob('**/*.tar.gz'))
+    res = cli('eval', '--load_path', tmp_path/'missing.pth')
+    assert_one_line_error(res, 'missing.pth', code=1)
+
+# ---------------------------------------------------------------- a reference command starts on CPU
+@pytest.fixture(scope='module')
+def cifar_slice(tmp_path_factory):
+    "400 training images per class (the reference commands ask for 4,000 labels) and 10 test images per class."
+    assert CIFAR_TGZ.is_file(), f"missing {CIFAR_TGZ}"
+    from defixmatch.data import untar_slice
+    root = untar_slice(CIFAR_TGZ, tmp_path_factory.mktemp('cifar'), n_train=400, n_test=10)
+    assert root.name == 'cifar10'
+    return root
+
+@pytest.mark.parametrize('name, run_name, method, lam', [('complete case', 'Modcifar10_4000_0.0_0', 'complete_case', 0.0),
+    ('fixmatch', 'Modcifar10_4000_0.5_0', 'fixmatch', 0.5), ('defixmatch', 'Decifar10_4000_0.5_0', 'defixmatch', 0.5)])
+def test_reference_command_starts_on_cpu(tmp_path, cifar_slice, name, run_name, method, lam):
+    # the README's command verbatim, then: the CIFAR-10 JPEG folder (the name cifar10 needs the download),
+    # a tiny budget and small batches so that WRN-28-2 takes a few seconds per step on a CPU
+    args = REF_COMMANDS[name].split() + ['--dataset', cifar_slice, '--save_dir', tmp_path, '--num_train_iter', 2,
+            '--num_eval_iter', 2, '--batch_size', 4, '--uratio', 2, '--eval_batch_size', 100, '--no-progress']
+    res = cli('train', *args, timeout=900)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert 'single process' in res.stderr and 'no GPU' in res.stderr   # --multiprocessing-distributed falls back
+    run = tmp_path/run_name
+    cfg = json.loads((run/'config.json').read_text())
+    assert (cfg['method_resolved'], cfg['ulb_loss_ratio'], cfg['modified'], cfg['net'], cfg['depth']) == \
+           (method, lam, True, 'WideResNet', 28)
+    rep = json.loads((run/'report.json').read_text())
+    assert rep['iteration'] == 2 and rep['n_test'] == 100 and len(rep['per_class_acc']) == 10
+    assert 'accuracy' in res.stdout and 'worst class' in res.stdout
+
+# ---------------------------------------------------------------- eval
+def _authors_checkpoint(path, model):
+    "A checkpoint in the reference's layout: DDP `module.` prefixes, optimizer, scheduler, it."
+    sd = {f'module.{k}': v for k, v in model.state_dict().items()}
+    torch.save({'train_model': sd, 'eval_model': sd, 'optimizer': {'state': {}, 'param_groups': []},
+                'scheduler': {'last_epoch': 7}, 'it': 7}, path)
+
+def test_eval_reports_authors_checkpoint(tmp_path):
+    from defixmatch.eval import build_model
+    torch.manual_seed(0)
+    model = build_model('LeNet', 10)
+    _authors_checkpoint(tmp_path/'model.pth', model)
+    res = cli('eval', '--load_path', tmp_path/'model.pth', '--dataset', 'digits', '--num_classes', 10, '--net', 'LeNet',
+              '--json', tmp_path/'m.json', '--plot', tmp_path/'plots')
+    assert res.returncode == 0, res.stderr
+    for k in ('accuracy', 'top-5 accuracy', 'cross-entropy', 'ECE', 'worst class', 'per-class accuracy'): assert k in res.stdout
+    m = json.loads((tmp_path/'m.json').read_text())
+    assert set(m) >= {'acc', 'top5', 'ce', 'ece', 'per_class_acc', 'worst_class_acc', 'classes', 'iteration'}
+    assert m['iteration'] == 7 and len(m['per_class_acc']) == 10 and m['n_test'] == 500
+    # the numbers are those of the model: recompute them in-process
+    from defixmatch.data import load_dataset
+    from defixmatch.eval import predict_logits
+    from defixmatch.metrics import evaluation_metrics
+    d = load_dataset('digits')
+    ref = evaluation_metrics(predict_logits(model, d.test_x, d.mean, d.std), d.test_y)
+    for k in ('acc', 'top5', 'ce', 'ece', 'worst_class_acc'): assert abs(m[k] - ref[k]) < 1e-6, k
+    assert f"{100 * ref['acc']:6.2f} %" in res.stdout
+    for f in ('reliability.png', 'per_class.png'):
+        assert (tmp_path/'plots'/f).read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+    # a checkpoint that does not fit the network: one line
+    res = cli('eval', '--load_path', tmp_path/'model.pth', '--dataset', 'digits', '--net', 'SmallCNN')
+    assert_one_line_error(res, 'does not fit', code=1)
+
+def test_readme_digits_command_short_run_then_eval(tmp_path):
+    "The main job's command (shorter budget here) trains, reports, and `defixmatch-eval` reads its run folder alone."
+    res = cli('train', '--dataset', 'digits', '--method', 'defixmatch', '--num_train_iter', 40, '--num_eval_iter', 20,
+              '--save_dir', tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    run = tmp_path/'Dedigits_100_1.0_0'
+    assert sorted(p.name for p in run.iterdir()) == ['config.json', 'latest_model.pth', 'log.csv', 'model_best.pth', 'report.json']
+    rep = json.loads((run/'report.json').read_text())
+    assert rep['iteration'] == 40
+    res2 = cli('eval', '--load_path', run/'latest_model.pth', '--json', '-')
+    assert res2.returncode == 0, res2.stderr
+    m = json.loads(res2.stdout[res2.stdout.index('{'):])
+    assert m['dataset'] == 'digits' and m['net'] == 'LeNet'
+    assert abs(m['acc'] - rep['acc']) < 1e-9 and abs(m['ce'] - rep['ce']) < 1e-6

@@ -1,0 +1,139 @@
+"Multi-process training on CPU (gloo): gradient averaging, and a two-process run of the training command."
+import os, socket, subprocess, sys, json
+from pathlib import Path
+import pytest, torch
+from torch import nn
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parents[1]
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
+
+class NoBNNet(nn.Module):
+    "A small convolutional net without batch norm: DDP's averaged gradient is then exactly the union's gradient."
+    def __init__(self, n_classes=10):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, stride=2, padding=1)
+        self.fc = nn.Linear(4 * 16 * 16, n_classes)
+    def forward(self, x): return self.fc(torch.tanh(self.conv(x)).flatten(1))
+
+def _batches(world, per_rank=8, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(world * per_rank, 3, 32, 32, generator=g)
+    y = torch.randint(0, 10, (world * per_rank,), generator=g)
+    return x, y
+
+def _plain_grad_worker(outdir, world):
+    "One rank: a fastai Learner with `DistributedCallback`, one step on this rank's shard, gradients saved."
+    from fastai.learner import Learner
+    from fastai.data.core import DataLoaders
+    from fastai.data.load import DataLoader
+    from fastai.callback.core import Callback, CancelFitException
+    from defixmatch.distributed import make_accelerator, DistributedCallback, dist_info
+    torch.set_num_threads(1)
+    acc = make_accelerator(cpu=True)
+    rank = dist_info()[0]
+    assert acc.num_processes == world and acc.process_index == rank
+    x, y = _batches(world)
+    n = len(x) // world
+    ds = list(zip(x[rank*n:(rank+1)*n], y[rank*n:(rank+1)*n]))
+    dls = DataLoaders(DataLoader(ds, bs=n), DataLoader(ds, bs=n), device='cpu')
+    torch.manual_seed(1)
+    model = NoBNNet()
+    class Grab(Callback):
+        order = 100
+        def after_backward(self):
+            torch.save({k: p.grad.clone() for k, p in self.learn.model.named_parameters()}, f'{outdir}/grad{rank}.pt')
+            raise CancelFitException()
+    learn = Learner(dls, model, loss_func=F.cross_entropy, cbs=[DistributedCallback(acc), Grab()])
+    with learn.no_bar(), learn.no_logging(): learn.fit(1, 0.1)
+
+def test_ddp_gradient_equals_union_gradient(tmp_path):
+    from defixmatch.distributed import spawn_processes
+    spawn_processes(_plain_grad_worker, (str(tmp_path), 2), nprocs=2, dist_url=f'tcp://127.0.0.1:{free_port()}')
+    g0, g1 = torch.load(tmp_path/'grad0.pt'), torch.load(tmp_path/'grad1.pt')
+    # single process, union of the two shards
+    x, y = _batches(2)
+    torch.manual_seed(1)
+    model = NoBNNet()
+    F.cross_entropy(model(x), y).backward()
+    for k, p in model.named_parameters():
+        torch.testing.assert_close(g0[k], g1[k], rtol=0, atol=0)   # every rank holds the same averaged gradient
+        torch.testing.assert_close(g0[k], p.grad, rtol=1e-5, atol=1e-6)
+    # and the two shards alone give different gradients, so the comparison is not vacuous
+    torch.manual_seed(1); m2 = NoBNNet(); F.cross_entropy(m2(x[:8]), y[:8]).backward()
+    assert not torch.allclose(m2.conv.weight.grad, g0['conv.weight'], atol=1e-6)
+
+# ---------------------------------------------------------------- the SSL loop of the training command on 2 ranks
+SSL_ARGS = ['--dataset', 'digits', '--method', 'defixmatch', '--net', 'LeNet', '--batch_size', '8', '--uratio', '2',
+            '--num_train_iter', '1', '--num_eval_iter', '1', '--p_cutoff', '0', '--cpu']  # tau = 0: every pseudo-label counts at initialisation
+
+def _ssl_grad_worker(outdir):
+    "One rank of the training command's data and learner; saves its batch, labelled indices and averaged gradient."
+    from fastai.callback.core import Callback, CancelFitException
+    from defixmatch.train import resolve_args, build_data, build_learner
+    from defixmatch.distributed import make_accelerator, dist_info
+    torch.set_num_threads(1)
+    acc = make_accelerator(cpu=True)
+    rank, _, world = dist_info()
+    args = resolve_args(SSL_ARGS + ['--save_dir', f'{outdir}/runs'])
+    _, dls = build_data(args, rank, world, acc.device)
+    class Grab(Callback):
+        order = 100
+        def after_backward(self):
+            torch.save({'grads': {k: p.grad.clone() for k, p in self.learn.model.named_parameters()},
+                        'x': self.learn.xb[0].clone(), 'y': self.learn.yb[0].clone(), 'lb_idx': dls.lb_idx.clone()},
+                       f'{outdir}/rank{rank}.pt')
+            raise CancelFitException()
+    torch.manual_seed(args.seed)
+    learn = build_learner(args, dls, acc, cbs=[Grab()])
+    learn.remove_cb(learn.progress)
+    learn.fit_ssl(1)
+
+def test_ssl_loop_two_ranks_same_labels_other_unlabelled_union_gradient(tmp_path):
+    from defixmatch.distributed import spawn_processes
+    from defixmatch.train import resolve_args, build_data, build_learner
+    spawn_processes(_ssl_grad_worker, (str(tmp_path),), nprocs=2, dist_url=f'tcp://127.0.0.1:{free_port()}')
+    r = [torch.load(tmp_path/f'rank{i}.pt') for i in range(2)]
+    # the same labelled split on both ranks, different unlabelled images
+    assert torch.equal(r[0]['lb_idx'], r[1]['lb_idx'])
+    n_lb = len(r[0]['y'])
+    assert n_lb == 4   # the global labelled batch of 8 split across 2 ranks
+    parts = [x['x'].split([n_lb, n_lb, 2 * n_lb, 2 * n_lb]) for x in r]
+    assert not torch.equal(parts[0][2], parts[1][2])
+    # the averaged gradient is the gradient of the same risk on the union of the two ranks' batches
+    for k in r[0]['grads']: torch.testing.assert_close(r[0]['grads'][k], r[1]['grads'][k], rtol=0, atol=0)
+    args = resolve_args(SSL_ARGS + ['--save_dir', str(tmp_path/'single')])
+    _, dls = build_data(args, 0, 1, 'cpu')
+    torch.manual_seed(args.seed)
+    learn = build_learner(args, dls)
+    union = torch.cat([torch.cat([parts[0][i], parts[1][i]]) for i in range(4)])
+    y = torch.cat([r[0]['y'], r[1]['y']])
+    learn.model.train()
+    loss = learn.loss_func(learn.model(union), y)
+    loss.backward()
+    assert float(learn.loss_func.last[1]) > 0 and float(learn.loss_func.last[2]) > 0   # the unlabelled and debiasing terms took part
+    for k, p in learn.model.named_parameters():
+        torch.testing.assert_close(r[0]['grads'][k], p.grad, rtol=1e-4, atol=1e-6)
+
+def test_torchrun_two_cpu_processes_train_and_write_one_set_of_checkpoints(tmp_path):
+    K, N = 24, 12
+    cmd = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2', '--master_port', str(free_port()),
+           '-m', 'defixmatch.train', '--cpu', '--dataset', 'digits', '--method', 'defixmatch', '--num_train_iter', str(K),
+           '--num_eval_iter', str(N), '--batch_size', '8', '--uratio', '2', '--save_dir', str(tmp_path), '--no-progress']
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=dict(os.environ, OMP_NUM_THREADS='1'))
+    assert res.returncode == 0, res.stderr[-4000:]
+    run = tmp_path/'Dedigits_100_1.0_0'
+    assert [p.name for p in tmp_path.iterdir()] == [run.name]
+    assert sorted(p.name for p in run.iterdir()) == ['config.json', 'latest_model.pth', 'log.csv', 'model_best.pth', 'report.json']
+    import pandas as pd
+    log = pd.read_csv(run/'log.csv')
+    assert list(log['iter']) == [N, K]   # one writer: no duplicated rows
+    from defixmatch.models import read_checkpoint
+    assert read_checkpoint(run/'latest_model.pth')['it'] == K
+    cfg = json.loads((run/'config.json').read_text())
+    assert cfg['batch_size'] == 8
+    assert res.stdout.count('per-class accuracy') == 1   # only rank 0 reports
+    assert '2 process(es)' in res.stderr
