@@ -89,7 +89,9 @@ run folder: SAVE_DIR/SAVE_NAME, SAVE_NAME defaulting to [De][Mod]{dataset}_{num_
     g.add_argument('--T', type=float, default=0.5, help='temperature of soft pseudo-labels (default 0.5)')
     g.add_argument('--p_cutoff', type=float, default=0.95, help='confidence threshold tau (default 0.95)')
     g.add_argument('--ema_m', type=float, default=None, help='EMA momentum of the evaluation model' + _preset_help('ema_m'))
-    g.add_argument('--ulb_loss_ratio', type=float, default=1.0, help='lambda, weight of the unlabelled term (default 1.0)')
+    g.add_argument('--ulb_loss_ratio', type=float, default=None, help='lambda, weight of the unlabelled term '
+                   '(default 1.0, the reference\'s, with the original supervised loss; 0.5, the paper\'s choice, with the '
+                   'modified one)')
     g.add_argument('--debiased', action='store_true', help='debiased risk (DeSSL, paper eq. 5), with the modified supervised loss')
     g.add_argument('--modified_fixmatch', action='store_true', help='supervised loss on the weak and the strong view (paper App. L)')
     g = p.add_argument_group('optimisation')
@@ -160,7 +162,6 @@ def resolve_args(argv:list|None=None, # command-line arguments (default: `sys.ar
     if not 0 <= args.p_cutoff <= 1: raise CLIError(f"--p_cutoff must be in [0, 1], got {args.p_cutoff}")
     if args.T <= 0: raise CLIError(f"--T must be > 0, got {args.T}")
     if not 0 <= args.ema_m < 1: raise CLIError(f"--ema_m must be in [0, 1), got {args.ema_m}")
-    if args.ulb_loss_ratio < 0: raise CLIError(f"--ulb_loss_ratio must be >= 0, got {args.ulb_loss_ratio}")
     if args.train_sampler != 'RandomSampler':
         raise CLIError(f"--train_sampler: only RandomSampler is supported, got {args.train_sampler!r}")
     if args.resume and not args.load_path: raise CLIError("--resume needs --load_path (the checkpoint to resume from)")
@@ -169,9 +170,15 @@ def resolve_args(argv:list|None=None, # command-line arguments (default: `sys.ar
     # method
     base = args.method or 'fixmatch'
     if args.debiased: base = _DE.get(base, base)
-    if base == 'complete_case': args.ulb_loss_ratio = 0.0
     args.method_base = base
     args.modified = bool(args.modified_fixmatch or base.startswith('de') or (args.method == 'complete_case'))
+    if base == 'complete_case': args.ulb_loss_ratio = 0.0
+    elif args.ulb_loss_ratio is None: args.ulb_loss_ratio = 0.5 if args.modified else 1.0
+    if args.ulb_loss_ratio < 0: raise CLIError(f"--ulb_loss_ratio must be >= 0, got {args.ulb_loss_ratio}")
+    if base.startswith('de') and args.modified and args.ulb_loss_ratio > 0.5:
+        warnings.warn(f"--ulb_loss_ratio {args.ulb_loss_ratio} > 0.5 with the modified supervised loss: the strong-view "
+                      "cross-entropy of confident labelled examples gets a negative weight and the debiased risk is "
+                      "unbounded below (see the losses notebook); the paper uses 0.5")
     args.method_resolved = 'complete_case' if (args.ulb_loss_ratio == 0 or base == 'complete_case') else base
     if args.debiased and base == 'complete_case':
         raise CLIError("--debiased has no meaning with --method complete_case")

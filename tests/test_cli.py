@@ -84,9 +84,9 @@ def test_dry_run_prints_resolved_configuration(tmp_path):
 
 # ---------------------------------------------------------------- errors
 def test_existing_run_folder_needs_overwrite(tmp_path):
-    (tmp_path/'Dedigits_100_1.0_0').mkdir()
+    (tmp_path/'Dedigits_100_0.5_0').mkdir()
     res = cli('train', '--dataset', 'digits', '--method', 'defixmatch', '--save_dir', tmp_path)
-    assert_one_line_error(res, 'Dedigits_100_1.0_0', '--overwrite', code=2)
+    assert_one_line_error(res, 'Dedigits_100_0.5_0', '--overwrite', code=2)
 
 def test_resume_needs_load_path(tmp_path):
     assert_one_line_error(cli('train', '--dataset', 'digits', '--resume', '--save_dir', tmp_path), '--load_path', code=2)
@@ -175,7 +175,7 @@ def test_readme_digits_command_short_run_then_eval(tmp_path):
     res = cli('train', '--dataset', 'digits', '--method', 'defixmatch', '--num_train_iter', 40, '--num_eval_iter', 20,
               '--save_dir', tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
-    run = tmp_path/'Dedigits_100_1.0_0'
+    run = tmp_path/'Dedigits_100_0.5_0'
     assert sorted(p.name for p in run.iterdir()) == ['config.json', 'latest_model.pth', 'log.csv', 'model_best.pth', 'report.json']
     rep = json.loads((run/'report.json').read_text())
     assert rep['iteration'] == 40

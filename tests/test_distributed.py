@@ -125,7 +125,7 @@ def test_torchrun_two_cpu_processes_train_and_write_one_set_of_checkpoints(tmp_p
            '--num_eval_iter', str(N), '--batch_size', '8', '--uratio', '2', '--save_dir', str(tmp_path), '--no-progress']
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=dict(os.environ, OMP_NUM_THREADS='1'))
     assert res.returncode == 0, res.stderr[-4000:]
-    run = tmp_path/'Dedigits_100_1.0_0'
+    run = tmp_path/'Dedigits_100_0.5_0'
     assert [p.name for p in tmp_path.iterdir()] == [run.name]
     assert sorted(p.name for p in run.iterdir()) == ['config.json', 'latest_model.pth', 'log.csv', 'model_best.pth', 'report.json']
     import pandas as pd

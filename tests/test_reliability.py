@@ -10,7 +10,7 @@ from test_cli import cli, assert_one_line_error
 K, N = 60, 10
 SMALL = ['--dataset', 'digits', '--method', 'defixmatch', '--num_train_iter', K, '--num_eval_iter', N,
          '--batch_size', 8, '--uratio', 2, '--no-progress']
-RUN = 'Dedigits_100_1.0_0'
+RUN = 'Dedigits_100_0.5_0'
 
 def _cmd(*args): return [sys.executable, '-m', 'defixmatch.train', *map(str, SMALL), *map(str, args)]
 
