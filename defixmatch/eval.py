@@ -48,12 +48,14 @@ def get_parser() -> argparse.ArgumentParser:
 def build_model(net:str, # 'WideResNet', 'SmallCNN' or 'LeNet'
                 num_classes:int, # outputs
                 depth:int=28, widen_factor:int=2, leaky_slope:float=0.1, dropout:float=0.0, # WideResNet only
+                bn_momentum:float=0.001, # WideResNet only: BatchNorm momentum, 1 - `--ema_m` when training
                ) -> nn.Module:
     "The network named by the command-line flags (WideResNet options are ignored by the small nets)."
     from defixmatch.models import get_model
     n = str(net).lower()
     if n == 'wideresnet':
-        return get_model(net, num_classes, depth=depth, widen_factor=widen_factor, leaky_slope=leaky_slope, dropout=dropout)
+        return get_model(net, num_classes, depth=depth, widen_factor=widen_factor, leaky_slope=leaky_slope,
+                         dropout=dropout, bn_momentum=bn_momentum)
     if n == 'lenet': return get_model(net, num_classes, in_channels=3, img_size=32)
     return get_model(net, num_classes)
 
@@ -171,14 +173,9 @@ def report_header(settings:dict) -> dict:
             **({'wall time': f"{settings['wall_time_s']} s (data, training, evaluation)"} if settings.get('wall_time_s') is not None else {})}
 
 # %% ../nbs/08_eval.ipynb #1d70636d
-def _fail(prog:str, msg, code:int):
-    if os.environ.get('DEFIXMATCH_DEBUG'): raise
-    print(f"{prog}: error: {msg}", file=sys.stderr)
-    sys.exit(code)
-
 def main(argv:list|None=None):
     "Entry point of `defixmatch-eval` (also `python -m defixmatch.eval`)."
-    from defixmatch.train import quiet_warnings
+    from defixmatch.train import quiet_warnings, _fail
     quiet_warnings()
     args = get_parser().parse_args(argv)
     try:

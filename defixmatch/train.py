@@ -60,7 +60,7 @@ method from the reference flags:
   (no flag)                                  original FixMatch (supervised loss on the weak view)
   --method M overrides the surrogate; --debiased turns fixmatch/pseudolabel/entmin into their de- version.
 
-run folder: SAVE_DIR/SAVE_NAME, SAVE_NAME defaulting to [De][Mod]{dataset}_{num_labels}_{ulb_loss_ratio}_{seed}
+run folder: SAVE_DIR/SAVE_NAME, SAVE_NAME defaulting to [Mod][De]{dataset}_{num_labels}_{ulb_loss_ratio}_{seed}
 (the reference's naming; other methods than FixMatch are prefixed by their name).""")
     a = p.add_argument
     g = p.add_argument_group('run folder and checkpoints')
@@ -73,6 +73,7 @@ run folder: SAVE_DIR/SAVE_NAME, SAVE_NAME defaulting to [De][Mod]{dataset}_{num_
     g.add_argument('--epoch', type=int, default=1, help='accepted for compatibility: the run length is --num_train_iter (default 1)')
     g.add_argument('--num_train_iter', type=int, default=None, help='total training iterations' + _preset_help('num_train_iter'))
     g.add_argument('--num_eval_iter', type=int, default=None, help='evaluate and checkpoint every so many iterations' + _preset_help('num_eval_iter'))
+    g.add_argument('--num_iteration_finetuning', type=int, default=0, help='accepted for compatibility and ignored: no fine-tuning phase here (default 0; a warning if not 0)')
     g = p.add_argument_group('data')
     g.add_argument('--num_labels', type=int, default=None, help='labelled examples, a multiple of --num_classes' + _preset_help('num_labels'))
     g.add_argument('--batch_size', type=int, default=None, help='global labelled batch, split across processes' + _preset_help('batch_size'))
@@ -85,7 +86,7 @@ run folder: SAVE_DIR/SAVE_NAME, SAVE_NAME defaulting to [De][Mod]{dataset}_{num_
     g.add_argument('--num_workers', type=int, default=None, help='data loading worker processes' + _preset_help('num_workers'))
     g = p.add_argument_group('method')
     g.add_argument('--method', type=str, default=None, choices=METHODS, help='SSL method (default: from the reference flags, see below)')
-    g.add_argument('--hard_label', type=str2bool, default=True, help='hard pseudo-labels (default True)')
+    g.add_argument('--hard_label', type=str2bool, default=True, help='hard pseudo-labels (default True); --hard_label False means soft labels here, unlike the reference (type=bool)')
     g.add_argument('--T', type=float, default=0.5, help='temperature of soft pseudo-labels (default 0.5)')
     g.add_argument('--p_cutoff', type=float, default=0.95, help='confidence threshold tau (default 0.95)')
     g.add_argument('--ema_m', type=float, default=None, help='EMA momentum of the evaluation model' + _preset_help('ema_m'))
@@ -112,7 +113,7 @@ run folder: SAVE_DIR/SAVE_NAME, SAVE_NAME defaulting to [De][Mod]{dataset}_{num_
     g.add_argument('--dist-url', dest='dist_url', type=str, default='tcp://127.0.0.1:10001', help='rendezvous address (default tcp://127.0.0.1:10001)')
     g.add_argument('--dist-backend', dest='dist_backend', type=str, default='nccl', help='process-group backend on GPU (default nccl; gloo is used on CPU)')
     g.add_argument('--seed', type=int, default=0, help='seed of the labelled split, the draws and the initialisation (default 0)')
-    g.add_argument('--gpu', type=int, default=None, help='train on this single GPU index')
+    g.add_argument('--gpu', type=int, default=None, help='train on this single GPU index (checked against the visible GPUs; ignored with a warning when none is visible or with --cpu)')
     g.add_argument('--multiprocessing-distributed', dest='multiprocessing_distributed', action='store_true', help='spawn one process per visible GPU (falls back to one process without GPU)')
     g.add_argument('--cpu', action='store_true', help='train on CPU even if a GPU is visible')
     g = p.add_argument_group('this package')
@@ -132,14 +133,25 @@ def dataset_name(dataset:str) -> str:
     return Path(dataset).name if dataset not in KNOWN_DATASETS else dataset
 
 def run_name(args) -> str:
-    "Run-folder name of the reference: `[De][Mod]{dataset}_{num_labels}_{ulb_loss_ratio}_{seed}`."
+    "Run-folder name of the reference: `[Mod][De]{dataset}_{num_labels}_{ulb_loss_ratio}_{seed}` (`Mod`: the `--modified_fixmatch` flag)."
     base, mod = args.method_base, ('Mod' if args.modified_fixmatch else '')
     if base == 'fixmatch': pre = mod
-    elif base == 'defixmatch': pre = 'De' + mod
+    elif base == 'defixmatch': pre = mod + 'De'  # the reference prefixes 'De', then 'Mod' in front
     else: pre = mod + base + '_'  # methods the reference does not have carry their name
     return f"{pre}{dataset_name(args.dataset)}_{args.num_labels}_{float(args.ulb_loss_ratio)}_{args.seed}"
 
 # %% ../nbs/07_train.ipynb #bf5c6c59
+def _check_gpu(args):
+    "`--gpu`: a visible GPU index; ignored (with a warning) on CPU."
+    if args.gpu < 0: raise CLIError(f"--gpu must be a GPU index >= 0, got {args.gpu}")
+    import torch
+    n = 0 if args.cpu else torch.cuda.device_count()
+    if n == 0:
+        warnings.warn(f"--gpu {args.gpu} ignored: " + ("--cpu given" if args.cpu else "no GPU visible, training on CPU"))
+        args.gpu = None
+    elif args.gpu >= n:
+        raise CLIError(f"--gpu {args.gpu}: only {n} GPU(s) visible (indices 0 to {n-1})")
+
 def resolve_args(argv:list|None=None, # command-line arguments (default: `sys.argv[1:]`)
                 ) -> argparse.Namespace:
     "Parse `argv`, fill dataset presets and reference defaults, derive method and run folder; `CLIError` if invalid."
@@ -167,6 +179,11 @@ def resolve_args(argv:list|None=None, # command-line arguments (default: `sys.ar
     if args.resume and not args.load_path: raise CLIError("--resume needs --load_path (the checkpoint to resume from)")
     if args.resume and not Path(args.load_path).is_file():
         raise CLIError(f"--load_path: checkpoint not found: {args.load_path}")
+    if args.num_iteration_finetuning < 0:
+        raise CLIError(f"--num_iteration_finetuning must be >= 0, got {args.num_iteration_finetuning}")
+    if args.num_iteration_finetuning:
+        warnings.warn(f"--num_iteration_finetuning {args.num_iteration_finetuning} ignored: there is no fine-tuning phase here")
+    if args.gpu is not None: _check_gpu(args)
     # method
     base = args.method or 'fixmatch'
     if args.debiased: base = _DE.get(base, base)
@@ -185,9 +202,13 @@ def resolve_args(argv:list|None=None, # command-line arguments (default: `sys.ar
     # run folder
     if args.save_name is None: args.save_name = run_name(args)
     args.save_path = str(Path(args.save_dir) / args.save_name)
-    if Path(args.save_path).exists() and not (args.overwrite or args.resume):
-        raise CLIError(f"run folder {args.save_path} already exists: pass --overwrite to write into it, "
-                       "or --resume --load_path CKPT to continue it")
+    if Path(args.save_path).exists() and not args.overwrite:
+        if not args.resume:
+            raise CLIError(f"run folder {args.save_path} already exists: pass --overwrite to write into it, "
+                           "or --resume --load_path CKPT to continue it")
+        if Path(args.save_path).resolve() not in Path(args.load_path).resolve().parents:
+            raise CLIError(f"--resume: run folder {args.save_path} already exists and --load_path {args.load_path} is "
+                           "not inside it: pass --save_name of that checkpoint's run, a new --save_name, or --overwrite")
     return args
 
 # %% ../nbs/07_train.ipynb #3d10f737
@@ -211,10 +232,12 @@ def build_data(args, # from `resolve_args`
 # %% ../nbs/07_train.ipynb #816007ae
 def build_learner(args, dls, accelerator=None, cbs=None):
     "The SSL `Learner` of the resolved flags (`DistributedCallback` added when `accelerator` is given)."
+    # the reference ties the WideResNet's BatchNorm momentum to the EMA: bn_momentum = 1 - ema_m
     from defixmatch.learner import ssl_learner
     from defixmatch.eval import build_model
     from defixmatch.distributed import DistributedCallback
-    model = build_model(args.net, args.num_classes, args.depth, args.widen_factor, args.leaky_slope, args.dropout)
+    model = build_model(args.net, args.num_classes, args.depth, args.widen_factor, args.leaky_slope, args.dropout,
+                        bn_momentum=1 - args.ema_m)
     cbs = list(cbs or [])
     if accelerator is not None: cbs.insert(0, DistributedCallback(accelerator))
     learn = ssl_learner(dls, model, method=args.method_resolved, lambda_u=args.ulb_loss_ratio, p_cutoff=args.p_cutoff,
@@ -310,10 +333,9 @@ def quiet_warnings():
     warnings.formatwarning = lambda msg, cat, *a, **k: f"warning: {msg}\n"
 
 def _spawned_train(args):
+    # an exception travels to the parent (`torch.multiprocessing.spawn`), which reports it as one line
     quiet_warnings()
-    try: train(args)
-    except (ValueError, FileNotFoundError, OSError) as e:
-        print(f"defixmatch-train: error: {e}", file=sys.stderr); sys.exit(1)
+    train(args)
 
 def launch(args) -> dict|None:
     "Run `train` in this process or in one process per GPU, as the flags and the launcher say."
@@ -341,25 +363,39 @@ def launch(args) -> dict|None:
     return train(args)
 
 # %% ../nbs/07_train.ipynb #c5038169
-def _fail(msg, code:int):
+def _fail(prog:str, msg, code:int):
+    "Report `msg` as one line `prog: error: msg` on stderr and exit with `code` (re-raise if DEFIXMATCH_DEBUG is set)."
     if os.environ.get('DEFIXMATCH_DEBUG'): raise
-    print(f"defixmatch-train: error: {msg}", file=sys.stderr)
+    print(f"{prog}: error: {msg}", file=sys.stderr)
     sys.exit(code)
+
+_ONE_LINE = ('CLIError', 'ValueError', 'FileNotFoundError', 'OSError', 'FloatingPointError')
+
+def _child_error(e) -> tuple[str, int]:
+    "`(message, exit code)` of a process that `torch.multiprocessing.spawn` reports as failed."
+    if type(e).__name__ == 'ProcessExitedException':
+        return f"training process {e.error_index} exited with code {e.exit_code}", 1
+    lines = [l for l in str(getattr(e, 'msg', e)).splitlines() if l.strip()]
+    last = lines[-1] if lines else str(e)
+    kind, _, msg = last.partition(': ')
+    kind = kind.rsplit('.', 1)[-1]
+    if kind in _ONE_LINE: return f"training process {e.error_index}: {msg}", 2 if kind == 'CLIError' else 1
+    return f"training process {e.error_index}: {last}", 1
 
 def main(argv:list|None=None):
     "Entry point of `defixmatch-train` (also `python -m defixmatch.train`)."
     quiet_warnings()
     try: args = resolve_args(argv)
-    except CLIError as e: _fail(e, 2)
+    except CLIError as e: _fail('defixmatch-train', e, 2)
     if args.dry_run:
         print(json.dumps(_config(args), indent=1))
         return 0
     try: launch(args)
-    except CLIError as e: _fail(e, 2)
-    except (ValueError, FileNotFoundError, OSError, FloatingPointError) as e: _fail(e, 1)
-    except KeyboardInterrupt: _fail('interrupted', 130)
+    except CLIError as e: _fail('defixmatch-train', e, 2)
+    except (ValueError, FileNotFoundError, OSError, FloatingPointError) as e: _fail('defixmatch-train', e, 1)
+    except KeyboardInterrupt: _fail('defixmatch-train', 'interrupted', 130)
     except Exception as e:
-        if type(e).__name__ == 'ProcessExitedException': _fail(f"a training process failed ({e})", 1)
+        if type(e).__name__ in ('ProcessExitedException', 'ProcessRaisedException'): _fail('defixmatch-train', *_child_error(e))
         raise
     return 0
 

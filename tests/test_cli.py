@@ -14,7 +14,7 @@ REF_FLAGS = """--save_dir --save_name --resume --load_path --overwrite --epoch -
 --batch_size --uratio --eval_batch_size --hard_label --T --p_cutoff --ema_m --ulb_loss_ratio --debiased --modified_fixmatch
 --lr --momentum --weight_decay --amp --net --depth --widen_factor --leaky_slope --dropout --data_dir --dataset
 --train_sampler --num_classes --num_workers --world-size --rank --dist-url --dist-backend --seed --gpu
---multiprocessing-distributed --method --cpu""".split()
+--multiprocessing-distributed --num_iteration_finetuning --method --cpu""".split()
 
 def cli(module, *args, timeout=600, env=None, cwd=None):
     "Run `python -m defixmatch.<module> ARGS`; return the CompletedProcess."
@@ -74,6 +74,64 @@ def test_reference_commands_mean_what_they_mean_there(tmp_path):
     # the original FixMatch (no flag) keeps the supervised loss on the weak view only
     a = resolve_args(['--save_dir', str(tmp_path)])
     assert (a.method_resolved, a.modified, a.save_name) == ('fixmatch', False, 'cifar10_4000_1.0_0')
+    # both flags: the reference prefixes 'De', then 'Mod' in front; 'Mod' follows the --modified_fixmatch flag only
+    a = resolve_args(REF.split() + ['--debiased', '--modified_fixmatch', '--ulb_loss_ratio', '0.5', '--save_dir', str(tmp_path)])
+    assert (a.method_resolved, a.save_name) == ('defixmatch', 'ModDecifar10_4000_0.5_0')
+
+def test_authors_finetuning_flag_is_accepted_and_ignored():
+    from defixmatch.train import resolve_args
+    assert resolve_args([]).num_iteration_finetuning == 0
+    with pytest.warns(UserWarning, match='--num_iteration_finetuning 5 ignored'):
+        resolve_args(['--num_iteration_finetuning', '5'])
+
+def test_bn_momentum_follows_ema_m(tmp_path):
+    "The WideResNet's BatchNorm momentum is 1 - ema_m, as in the reference."
+    from torch import nn
+    from defixmatch.train import resolve_args, build_data, build_learner
+    for ema, bn in ((0.99, 0.01), (0.999, 0.001)):
+        a = resolve_args(['--dataset', 'digits', '--net', 'WideResNet', '--depth', '10', '--widen_factor', '1',
+                          '--ema_m', str(ema), '--save_dir', str(tmp_path)])
+        _, dls = build_data(a, device='cpu')
+        moms = [m.momentum for m in build_learner(a, dls).model.modules() if isinstance(m, nn.BatchNorm2d)]
+        assert len(moms) > 3 and all(abs(m - bn) < 1e-12 for m in moms), moms
+
+def test_resume_into_another_existing_run_is_refused(tmp_path):
+    from defixmatch.train import resolve_args, CLIError
+    src, other = tmp_path/'Dedigits_100_0.5_0', tmp_path/'other'
+    src.mkdir(); other.mkdir()
+    ckpt = src/'latest_model.pth'; ckpt.write_bytes(b'x')   # only its existence is checked here
+    base = ['--dataset', 'digits', '--method', 'defixmatch', '--save_dir', str(tmp_path), '--resume', '--load_path']
+    # continuing the run whose checkpoint it is: allowed (also through a non-normalised path)
+    assert resolve_args(base + [str(tmp_path/'other'/'..'/src.name/ckpt.name)]).save_path == str(src)
+    # writing into another existing run folder: refused, unless --overwrite
+    with pytest.raises(CLIError, match='not inside it'): resolve_args(base + [str(ckpt), '--save_name', 'other'])
+    assert resolve_args(base + [str(ckpt), '--save_name', 'other', '--overwrite']).save_name == 'other'
+    # a new run folder continued from another run's checkpoint: allowed (the source is only read)
+    assert resolve_args(base + [str(ckpt), '--save_name', 'new']).save_name == 'new'
+    res = cli('train', *base, ckpt, '--save_name', 'other')
+    assert_one_line_error(res, 'other', '--load_path', code=2)
+    assert sorted(p.name for p in other.iterdir()) == [] and sorted(p.name for p in src.iterdir()) == ['latest_model.pth']
+
+def test_gpu_index_is_validated(tmp_path, monkeypatch):
+    from defixmatch.train import resolve_args, CLIError
+    base = ['--dataset', 'digits', '--save_dir', str(tmp_path)]
+    with pytest.raises(CLIError, match='--gpu'): resolve_args(base + ['--gpu', '-1'])
+    monkeypatch.setattr(torch.cuda, 'device_count', lambda: 2)
+    assert resolve_args(base + ['--gpu', '1']).gpu == 1
+    with pytest.raises(CLIError, match=r'--gpu 2: only 2 GPU\(s\) visible'): resolve_args(base + ['--gpu', '2'])
+    with pytest.warns(UserWarning, match='--gpu 1 ignored'): assert resolve_args(base + ['--gpu', '1', '--cpu']).gpu is None
+    monkeypatch.setattr(torch.cuda, 'device_count', lambda: 0)
+    with pytest.warns(UserWarning, match='no GPU visible'): assert resolve_args(base + ['--gpu', '0']).gpu is None
+    # end to end on a machine without a visible GPU: a warning, not a traceback
+    res = cli('train', *base, '--gpu', '3', '--dry_run', env={'CUDA_VISIBLE_DEVICES': ''})
+    assert res.returncode == 0 and 'Traceback' not in res.stderr, res.stderr
+    assert '--gpu 3 ignored' in res.stderr and json.loads(res.stdout)['gpu'] is None
+    assert_one_line_error(cli('train', *base, '--gpu', '-2'), '--gpu', code=2)
+
+def test_nonfinite_loss_is_one_line_exit_1(tmp_path):
+    res = cli('train', '--dataset', 'digits', '--method', 'defixmatch', '--num_train_iter', 6, '--num_eval_iter', 3,
+              '--batch_size', 8, '--uratio', 2, '--lr', 'nan', '--save_dir', tmp_path, '--no-progress')
+    assert_one_line_error(res, 'non-finite', code=1)
 
 def test_dry_run_prints_resolved_configuration(tmp_path):
     res = cli('train', *REF_COMMANDS['defixmatch'].split(), '--save_dir', tmp_path, '--dry_run')
@@ -126,7 +184,7 @@ def test_reference_command_starts_on_cpu(tmp_path, cifar_slice, name, run_name, 
     # a tiny budget and small batches so that WRN-28-2 takes a few seconds per step on a CPU
     args = REF_COMMANDS[name].split() + ['--dataset', cifar_slice, '--save_dir', tmp_path, '--num_train_iter', 2,
             '--num_eval_iter', 2, '--batch_size', 4, '--uratio', 2, '--eval_batch_size', 100, '--no-progress']
-    res = cli('train', *args, timeout=900)
+    res = cli('train', *args, timeout=900, env={'CUDA_VISIBLE_DEVICES': ''})   # the CPU fallback, on any machine
     assert res.returncode == 0, res.stderr[-3000:]
     assert 'single process' in res.stderr and 'no GPU' in res.stderr   # --multiprocessing-distributed falls back
     run = tmp_path/run_name

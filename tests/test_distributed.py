@@ -137,3 +137,34 @@ def test_torchrun_two_cpu_processes_train_and_write_one_set_of_checkpoints(tmp_p
     assert cfg['batch_size'] == 8
     assert res.stdout.count('per-class accuracy') == 1   # only rank 0 reports
     assert '2 process(es)' in res.stderr
+
+# ---------------------------------------------------------------- a failing process under --multiprocessing-distributed
+_SPAWN_FAIL = r"""
+import sys, torch
+torch.cuda.device_count = lambda: 2   # the parent believes in two GPUs; the children train on CPU (gloo)
+from defixmatch.train import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+def test_multiprocessing_distributed_child_failure_is_one_line(tmp_path):
+    "A child's non-finite loss (FloatingPointError) ends the command with one error line and status 1."
+    args = ['--multiprocessing-distributed', '--world-size', '1', '--rank', '0', '--dist-url', f'tcp://127.0.0.1:{free_port()}',
+            '--dataset', 'digits', '--method', 'defixmatch', '--num_train_iter', '6', '--num_eval_iter', '3',
+            '--batch_size', '8', '--uratio', '2', '--lr', 'nan', '--save_dir', str(tmp_path), '--no-progress']
+    env = dict(os.environ, OMP_NUM_THREADS='1', CUDA_VISIBLE_DEVICES='')
+    env.pop('DEFIXMATCH_DEBUG', None)
+    res = subprocess.run([sys.executable, '-c', _SPAWN_FAIL, *args], capture_output=True, text=True, timeout=600, env=env)
+    assert res.returncode == 1, (res.returncode, res.stderr[-3000:])
+    assert 'Traceback' not in res.stderr, res.stderr[-3000:]
+    errs = [l for l in res.stderr.splitlines() if 'error:' in l]
+    assert len(errs) == 1 and 'training process' in errs[0] and 'non-finite' in errs[0], res.stderr[-3000:]
+    assert '2 process(es)' in res.stderr   # the failure did come from a spawned two-process run
+
+def test_child_error_messages():
+    from defixmatch.train import _child_error
+    from torch.multiprocessing.spawn import ProcessRaisedException, ProcessExitedException
+    tb = "\n\n-- Process 1 terminated with the following error:\nTraceback (most recent call last):\n  ...\n"
+    assert _child_error(ProcessRaisedException(tb + "defixmatch.train.CLIError: --gpu 3: bad\n", 1, 7)) == ('training process 1: --gpu 3: bad', 2)
+    assert _child_error(ProcessRaisedException(tb + "FloatingPointError: nan loss\n", 0, 7)) == ('training process 0: nan loss', 1)
+    assert _child_error(ProcessRaisedException(tb + "KeyError: 'x'\n", 0, 7)) == ("training process 0: KeyError: 'x'", 1)
+    assert _child_error(ProcessExitedException('x', 1, 7, 9))[1] == 1
