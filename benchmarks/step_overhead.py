@@ -37,12 +37,12 @@ NETS = {'smallcnn': ('SmallCNN', {}), 'wrn28-2': ('WideResNet', dict(depth=28, w
 # The plain PyTorch reference step
 
 def param_groups(model:nn.Module, wd:float)->list:
-    "Two SGD groups: weight decay `wd`, and none for normalisation parameters, biases and names containing 'bn'."
+    "Two SGD groups: weight decay `wd`, and none for normalisation parameters and names containing 'bn' (as the reference)."
     norm = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
     no_wd = {id(p) for m in model.modules() if isinstance(m, norm) for p in m.parameters(recurse=False)}
     decay, rest = [], []
     for n, p in model.named_parameters():
-        if p.requires_grad: (rest if ('bn' in n or 'bias' in n or id(p) in no_wd) else decay).append(p)
+        if p.requires_grad: (rest if ('bn' in n or id(p) in no_wd) else decay).append(p)
     return [g for g in ({'params': decay, 'weight_decay': wd}, {'params': rest, 'weight_decay': 0.}) if g['params']]
 
 

@@ -8,10 +8,10 @@ Docs: https://defixmatch.github.io/defixmatch/learner.html.md"""
 __all__ = ['SSL_METHODS', 'SSL_EVAL_METRICS', 'unwrap_model', 'SSLRisk', 'DualBatchForward', 'ssl_splitter', 'sgd_nesterov',
            'SchedCosFixMatch', 'SSLIterations', 'EMACallback', 'EvalMetric', 'ssl_metrics', 'SSLLogger', 'SSLCSVLogger',
            'SSLTensorBoard', 'has_tensorboard', 'StopOnNonFinite', 'ssl_state', 'SSLCheckpoint', 'load_ssl_checkpoint',
-           'SSLMixedPrecision', 'ssl_learner']
+           'SSLMixedPrecision', 'ssl_learner', 'trim_log']
 
 # %% ../nbs/05_learner.ipynb #f2e6c1e2
-import math, os, random, warnings, importlib.util
+import csv, math, os, random, tempfile, warnings, importlib.util
 from functools import partial
 from pathlib import Path
 
@@ -119,15 +119,17 @@ class DualBatchForward(Callback):
         elif len(self.yb) == 0 and len(self.xb) >= 2: self.learn.xb, self.learn.yb = self.xb[:-1], self.xb[-1:]
 
 # %% ../nbs/05_learner.ipynb #98c1709f
+_no_decay_types = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)  # BatchNorm, SyncBatchNorm, InstanceNorm, ...
+
 def ssl_splitter(model:nn.Module, # the model (wrappers are looked through)
                 )->list:
-    "Torch parameter groups: with weight decay, and without (BatchNorm parameters, biases, names with 'bn')."
+    "Torch parameter groups: with weight decay, and without (normalisation-layer parameters, names with 'bn')."
     model = unwrap_model(model)
-    norm = {id(p) for m in model.modules() if isinstance(m, norm_types) for p in m.parameters(recurse=False)}
+    norm = {id(p) for m in model.modules() if isinstance(m, _no_decay_types) for p in m.parameters(recurse=False)}
     decay, no_decay = [], []
     for n, p in model.named_parameters():
         if not p.requires_grad: continue
-        (no_decay if ('bn' in n or 'bias' in n or id(p) in norm) else decay).append(p)
+        (no_decay if ('bn' in n or id(p) in norm) else decay).append(p)
     groups = [{'params': decay}, {'params': no_decay, 'weight_decay': 0.}]
     return [g for g in groups if g['params']]
 
@@ -430,7 +432,12 @@ def load_ssl_checkpoint(learn:Learner, # a learner made by `ssl_learner` with th
         if 'eval_model' in ckpt: ema.module.load_state_dict(strip(ckpt['eval_model']))
         ema.averaged.n_averaged.fill_(int(ckpt.get('ema_n_averaged', 1)))
     if learn.opt is None: learn.create_opt()
-    if ckpt.get('optimizer') is not None: learn.opt.load_state_dict(ckpt['optimizer'])
+    if ckpt.get('optimizer') is not None:
+        try: learn.opt.load_state_dict(ckpt['optimizer'])
+        except (ValueError, KeyError, IndexError) as e:
+            why = (str(e).splitlines() or [type(e).__name__])[0]
+            raise ValueError(f"optimizer state in {path} does not match the learner's parameter groups ({why}); "
+                             "was it saved for another model or other weight-decay groups?") from None
     learn.iteration = int(ckpt.get('it', 0))
     learn.scaler_state = ckpt.get('scaler')  # loaded by `SSLMixedPrecision` when the fit starts
     if 'rng' in ckpt: _set_rng_state(ckpt['rng'])
@@ -463,7 +470,7 @@ def ssl_learner(dls, # `DataLoaders` whose training batches are `(x_lb_w, x_lb_s
                 modified:bool=True, # supervised loss on weak and strong views (eq. 52)
                 lr:float=0.03, # initial learning rate
                 momentum:float=0.9, # SGD momentum (Nesterov)
-                wd:float=5e-4, # weight decay, except on BatchNorm parameters and biases
+                wd:float=5e-4, # weight decay, except on normalisation-layer (BatchNorm) parameters
                 ema_m:float=0.999, # EMA decay of the evaluation model
                 save_dir:str|Path|None='saved_models', # folder of the runs; None: no log or checkpoint files
                 save_name:str|None=None, # run name (subfolder of `save_dir`); None: `method`
@@ -490,6 +497,30 @@ def ssl_learner(dls, # `DataLoaders` whose training batches are `(x_lb_w, x_lb_s
     return learn
 
 # %% ../nbs/05_learner.ipynb #67c0adc5
+def trim_log(path, # a CSV log with an `iter` column, e.g. `log.csv` of a run
+             it:int, # last iteration to keep (the checkpoint's)
+            )->int:
+    "Atomically drop the rows of `path` whose iteration is above `it` (left by a kill before the checkpoint); return how many."
+    path = Path(path)
+    if not path.is_file(): return 0
+    lines = path.read_text().splitlines(keepends=True)
+    if not lines: return 0
+    cols = next(csv.reader([lines[0]]))
+    if 'iter' not in cols: raise ValueError(f"path {path} has no 'iter' column: {cols}")
+    j = cols.index('iter')
+    keep = [lines[0]] + [l for l in lines[1:] if l.strip() and float(next(csv.reader([l]))[j]) <= it]
+    dropped = len(lines) - len(keep)
+    if dropped:
+        fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
+        try:
+            with os.fdopen(fd, 'w') as f: f.writelines(keep)
+            os.chmod(tmp, path.stat().st_mode & 0o777)
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp): os.remove(tmp)
+            raise
+    return dropped
+
 @patch
 def fit_ssl(self:Learner, num_train_iter:int, # K: total training iterations (from iteration 0)
             num_eval_iter:int|None=None, # N: iterations between evaluations; None: `len(dls.train)`
@@ -526,6 +557,7 @@ def fit_ssl(self:Learner, num_train_iter:int, # K: total training iterations (fr
     fit_cbs = [SSLIterations(K, N, start), ParamScheduler({'lr': SchedCosFixMatch(self.lr)}),
                SSLLogger(), StopOnNonFinite()]
     if save_path is not None and is_main_process():
+        if start > 0: trim_log(save_path/'log.csv', start)
         fit_cbs.append(SSLCSVLogger(fname='log.csv', append=start > 0))
         fit_cbs.append(SSLCheckpoint(save_path, monitor=getattr(self, 'monitor', 'top1_acc'), best=best, best_it=best_it))
         if has_tensorboard(): fit_cbs.append(SSLTensorBoard(save_path/'tensorboard'))

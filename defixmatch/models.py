@@ -239,10 +239,14 @@ def load_checkpoint(path, # checkpoint file: the authors' format, this package's
     return model
 
 # %% ../nbs/04_models.ipynb #1f4b0ee2
+def _umask()->int:
+    "The process's file-creation mask (read by setting it and restoring it at once)."
+    m = os.umask(0); os.umask(m); return m
+
 def save_checkpoint(path, # destination file; its folder is created if needed
                     **state, # entries of the checkpoint, e.g. train_model=, eval_model=, optimizer=, it=
                    )->Path:
-    "Atomically write `state` (objects with `state_dict()` stored as their state dict) to `path` with `torch.save`."
+    "Atomically write `state` (state dicts of objects that have one) to `path`; a SIGKILL mid-write may leave a harmless `.<name>.*.tmp` beside it."
     path = Path(path)
     if not state: raise ValueError("state is empty: give at least one entry, e.g. eval_model=model")
     state = {k: (v.state_dict() if hasattr(v, 'state_dict') else v) for k, v in state.items()}
@@ -252,6 +256,7 @@ def save_checkpoint(path, # destination file; its folder is created if needed
         with os.fdopen(fd, 'wb') as f:
             torch.save(state, f)
             f.flush(); os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 -> the mode `open` would give
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp): os.remove(tmp)
