@@ -6,8 +6,8 @@ Docs: https://defixmatch.github.io/defixmatch/augment.html.md"""
 
 # %% auto #0
 __all__ = ['FIXMATCH_OPS', 'OP_NAMES', 'GEOMETRIC', 'CUTOUT_FILL', 'pil_op', 'pil_cutout', 'RandAugmentPIL', 'apply_op',
-           'cutout_boxes', 'apply_cutout', 'RandAugmentFM', 'FlipCrop', 'Normalize', 'denormalize', 'AugPipeline',
-           'weak_transform', 'strong_transform', 'show_views']
+           'cutout_boxes', 'apply_cutout', 'SampledTransform', 'RandAugmentFM', 'FlipCrop', 'Normalize', 'denormalize',
+           'AugPipeline', 'weak_transform', 'strong_transform', 'show_views']
 
 # %% ../nbs/03_augment.ipynb #c0856ed4
 import random
@@ -176,7 +176,16 @@ def apply_cutout(x:Tensor, # uint8 images, N x 3 x H x W (or one 3 x H x W image
     return out[0] if single else out
 
 # %% ../nbs/03_augment.ipynb #18ec1340
-class RandAugmentFM:
+class SampledTransform:
+    "A random transform in two steps: `sample` draws its parameters, `apply` applies them (tests can inspect the draws)"
+    def __call__(self, x:Tensor, generator=None, return_params:bool=False):
+        "Augment the uint8 batch `x`; with `return_params`, also return the draws"
+        xb, _ = _as_batch(x)
+        p = self.sample(len(xb), *xb.shape[-2:], generator=generator)
+        out = self.apply(x, p)
+        return (out, p) if return_params else out
+
+class RandAugmentFM(SampledTransform):
     "FixMatch's RandAugment on uint8 batches: `n` ops drawn with replacement, magnitudes uniform in range, then Cutout"
     def __init__(self, n:int=3, # operations per image
                  cutout:float=0.5, # largest Cutout side, as a fraction of the width (0: no Cutout)
@@ -222,17 +231,11 @@ class RandAugmentFM:
         x = apply_cutout(x, p['cutout'], self.fill)
         return x[0] if single else x
 
-    def __call__(self, x:Tensor, generator=None, return_params:bool=False):
-        "Augment the uint8 batch `x`; with `return_params`, also return the draws"
-        xb, _ = _as_batch(x)
-        p = self.sample(len(xb), *xb.shape[-2:], generator=generator)
-        out = self.apply(x, p)
-        return (out, p) if return_params else out
 
     def __repr__(self): return f"{type(self).__name__}(n={self.n}, cutout={self.cutout}, fill={self.fill})"
 
 # %% ../nbs/03_augment.ipynb #5bdd6cec
-class FlipCrop:
+class FlipCrop(SampledTransform):
     "Weak augmentation of a uint8 batch: random horizontal flip (if `hflip`), random crop after `pad` pixels of black padding"
     def __init__(self, hflip:bool=True, pad:int=4):
         if pad < 0: raise ValueError(f"pad must be >= 0, got {pad}")
@@ -254,12 +257,6 @@ class FlipCrop:
             x = windows[torch.arange(n, device=x.device), :, p['top'].to(x.device), p['left'].to(x.device)]
         return x[0] if single else x
 
-    def __call__(self, x:Tensor, generator=None, return_params:bool=False):
-        "Augment the uint8 batch `x`; with `return_params`, also return the draws"
-        xb, _ = _as_batch(x)
-        p = self.sample(len(xb), *xb.shape[-2:], generator=generator)
-        out = self.apply(x, p)
-        return (out, p) if return_params else out
 
     def __repr__(self): return f"{type(self).__name__}(hflip={self.hflip}, pad={self.pad})"
 

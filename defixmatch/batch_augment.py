@@ -13,7 +13,7 @@ import math
 import torch
 import torchvision.transforms.v2.functional as F
 from torch import Tensor
-from .augment import FIXMATCH_OPS, OP_NAMES, GEOMETRIC, CUTOUT_FILL, FlipCrop
+from .augment import FIXMATCH_OPS, OP_NAMES, GEOMETRIC, CUTOUT_FILL, FlipCrop, SampledTransform
 
 # %% ../nbs/03b_batch_augment.ipynb #24d7112c
 _OP_ID = {n: i for i, n in enumerate(OP_NAMES)}
@@ -179,7 +179,7 @@ def _to_device(p:dict, device)->dict:
         out[k] = t
     return out
 
-class BatchRandAugment:
+class BatchRandAugment(SampledTransform):
     "FixMatch's RandAugment with Cutout on a batch on any device: per-image ops and magnitudes, PIL's results."
     def __init__(self, n:int=3, # operations per image, drawn with replacement
                  cutout:float=0.5, # largest Cutout side, as a fraction of the width (0: no Cutout)
@@ -228,12 +228,6 @@ class BatchRandAugment:
         out = _back(_cutout(z, p['cutout'], fill), x)
         return out[0] if single else out
 
-    def __call__(self, x:Tensor, generator=None, return_params:bool=False):
-        "Augment the batch `x`; with `return_params`, also return the draws."
-        n = 1 if x.ndim == 3 else x.shape[0]
-        p = self.sample(n, *x.shape[-2:], generator=generator)
-        out = self.apply(x, p)
-        return (out, p) if return_params else out
 
     def __repr__(self): return f"{type(self).__name__}(n={self.n}, cutout={self.cutout}, fill={self.fill}, compile={self.compile})"
 
