@@ -54,6 +54,9 @@ Outputs:
   bins), worst-class accuracy and per-class accuracies (a JSON list, in the order of the sidecar's `classes`),
   the last epoch's mask ratios, the measured time; `--out/cifar10_cpu_curves.csv`: the loop's log (one row per
   evaluation) of every finished run; `--out/cifar10_cpu.json`: the command lines, the budget, the data and versions.
+- `--out/cifar10_cpu_logits/<run name>.npz`: the test-set logits (float16) and targets of every finished run's final
+  EMA model, evaluated again from its checkpoint and checked against its CSV row (for paired comparisons over the
+  test images and reliability diagrams).
 - `--save-dir/<run name>/`: the loop's `latest_model.pth`, `model_best.pth` and `log.csv`.
 
 Resumable: runs already in the CSV are skipped; a run with a checkpoint but no row (killed, or stopped by
@@ -270,6 +273,39 @@ def run_one(data, k:dict, save_dir:Path, until:int|None, threads:int)->dict|None
     return row
 
 
+def logits_file(out:Path, k:dict)->Path:
+    "Where the test-set logits of run `k` are kept: `OUT/cifar10_cpu_logits/<run name>.npz`."
+    return out/f'{NAME}_logits'/f'{run_name(k)}.npz'
+
+
+def export_logits(data, k:dict, row:dict, save_dir:Path, out:Path)->Path:
+    """Test-set logits of a finished run's final EMA model (its `latest_model.pth`), written atomically as float16 with
+    the targets; the model is evaluated again and must give the CSV row's accuracy and cross-entropy."""
+    import numpy as np, torch
+    from defixmatch.models import get_model, load_checkpoint
+    from defixmatch.eval import predict_logits
+    from defixmatch.metrics import evaluation_metrics
+    ckpt = save_dir/run_name(k)/'latest_model.pth'
+    net = k['net'].lower()
+    kw = (dict(width=k['width']) if net == 'smallcnn' else dict(depth=28, widen_factor=k['width']) if net == 'wideresnet'
+          else dict(in_channels=3, img_size=32))
+    model = load_checkpoint(ckpt, get_model(k['net'], data.num_classes, **kw))
+    logits = predict_logits(model, data.test_x, data.mean, data.std, batch_size=1000, device='cpu')
+    res = evaluation_metrics(logits, data.test_y, num_classes=data.num_classes)
+    # the same weights on the same images: equal up to float rounding (one test image may flip on a near tie)
+    n = len(data.test_y)
+    if abs(res['acc'] - float(row['acc'])) > 1.5 / n or abs(res['ce'] - float(row['ce'])) > 1e-4:
+        raise RuntimeError(f"{ckpt}: re-evaluated acc {res['acc']:.4f} / ce {res['ce']:.4f} differ from the CSV row's "
+                           f"{float(row['acc']):.4f} / {float(row['ce']):.4f}: the checkpoint is not the run's final model")
+    dest = logits_file(out, k)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f'.{dest.stem}.tmp.npz')
+    np.savez_compressed(tmp, logits=logits.half().numpy(), targets=data.test_y.numpy().astype(np.uint8),
+                        classes=np.array(data.classes))
+    os.replace(tmp, dest)
+    return dest
+
+
 def parse(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--methods', nargs='+', default=list(METHODS), choices=METHODS, help='runs to do (default: all four)')
@@ -340,7 +376,7 @@ def main(argv=None):
     budget = dict(iterations=a.iters, eval_every=a.eval_every, batch=a.batch_size, uratio=a.uratio, net=a.net,
                   width=a.width, labels=a.labels, lambda_u=a.lambda_u, ema_m=a.ema_m, seed=a.seed, threads=a.threads,
                   num_workers=0, p_cutoff=0.95, modified_sup_loss=True, eval_batch_size=1000,
-                  optimiser='SGD nesterov lr=0.03 momentum=0.9 wd=5e-4 (not on BN and biases), lr*cos(7 pi k/16K)',
+                  optimiser='SGD nesterov lr=0.03 momentum=0.9 wd=5e-4 (not on normalisation-layer parameters), lr*cos(7 pi k/16K)',
                   supervised='complete_case risk with all training labels, same K, B, uratio')
     with locked(side):
         meta = json.loads(side.read_text()) if side.exists() else {}
@@ -374,6 +410,13 @@ def main(argv=None):
               f"worst={row['worst_class_acc']:.4f} ({row['worst_class']}) {row['status']} "
               f"{row['train_s']} s ({row['s_per_iter']} s/it)", flush=True)
     print(f"# {new} new rows in {runs_csv}", flush=True)
+    finished = {key_of(r): r for r in read_rows(runs_csv)}
+    for k in keys:
+        row = finished.get(key_of(k))
+        if row is None or row['status'] != 'ok' or logits_file(a.out, k).exists(): continue
+        if not (a.save_dir/run_name(k)/'latest_model.pth').exists():
+            print(f"{k['method']:>14} no checkpoint under {a.save_dir}: test logits not exported", flush=True); continue
+        print(f"{k['method']:>14} test logits -> {export_logits(data, k, row, a.save_dir, a.out)}", flush=True)
     return runs_csv
 
 

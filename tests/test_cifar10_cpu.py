@@ -61,10 +61,23 @@ def test_cifar10_cpu_quick_rows_and_resume(tmp_path, capsys):
         assert len(re.findall(r' it +4/4 ', log)) == 2 and not re.search(r' it +2/4 ', log), log
         res = {r['method']: r for r in rows(out)}
         assert len(rows(out)) == 4 and sorted(res) == sorted(METHODS)
-        # 4. nothing left to do: the CSV is unchanged
+        # 4. nothing left to do: the CSV and the exported logits are unchanged
         before = (out/'cifar10_cpu.csv').read_bytes()
+        exported = {p.name: p.read_bytes() for p in (out/'cifar10_cpu_logits').glob('*.npz')}
         mod.main(['--quick', '--out', str(out)])
-        assert '0 to do' in capsys.readouterr().out and (out/'cifar10_cpu.csv').read_bytes() == before
+        log = capsys.readouterr().out
+        assert '0 to do' in log and 'test logits' not in log and (out/'cifar10_cpu.csv').read_bytes() == before, log
+        assert {p.name: p.read_bytes() for p in (out/'cifar10_cpu_logits').glob('*.npz')} == exported
+        # the export re-evaluates the checkpoint and refuses one that does not give the row's numbers
+        k = {f: res['defixmatch'][f] for f in mod.KEY}
+        k.update({f: int(k[f]) for f in ('num_labels', 'seed', 'iterations', 'eval_every', 'batch', 'uratio', 'width')},
+                 lambda_u=float(k['lambda_u']), ema_m=float(k['ema_m']))
+        from defixmatch.data import load_dataset
+        data = load_dataset(out/'cifar10-slice')
+        wrong = dict(res['defixmatch'], acc=str(float(res['defixmatch']['acc']) + 0.1))
+        with pytest.raises(RuntimeError, match='differ from the CSV row'):
+            mod.export_logits(data, k, wrong, out/'saved_models', tmp_path/'wrong')
+        assert not (tmp_path/'wrong').exists()
         # 5. the same DeFixMatch run without interruption, on the same slice
         ref = tmp_path/'ref'
         mod.main(['--quick', '--out', str(ref), '--data', str(out/'cifar10-slice'), '--methods', 'defixmatch'])
@@ -88,4 +101,12 @@ def test_cifar10_cpu_quick_rows_and_resume(tmp_path, capsys):
     for k in ('acc', 'ce', 'ece', 'worst_class_acc', 'mask_ratio', 'mask_ratio_lb'):
         assert math.isclose(float(res['defixmatch'][k]), float(uninterrupted[k]), rel_tol=1e-5, abs_tol=1e-6), k
     assert json.loads(res['defixmatch']['per_class_acc']) == json.loads(uninterrupted['per_class_acc'])
+    # test-set logits of every finished run, saved beside the CSV
+    import numpy as np
+    files = sorted((out/'cifar10_cpu_logits').glob('*.npz'))
+    assert sorted(f.name.split('-')[0] for f in files) == sorted(METHODS)
+    for f in files:
+        z = np.load(f)
+        assert z['logits'].shape == (50, 10) and z['logits'].dtype == np.float16 and np.isfinite(z['logits']).all()
+        assert sorted(np.bincount(z['targets']).tolist()) == [5] * 10 and len(z['classes']) == 10
     assert int(uninterrupted['segments']) == 1
