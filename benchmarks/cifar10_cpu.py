@@ -210,21 +210,26 @@ def run_clock(run_dir:Path, K:int, until:int|None, label:str):
     return RunClock()
 
 
+def build_net(k:dict, num_classes:int):
+    "The network of run `k`: `SmallCNN` of width `k['width']`, WRN-28-`k['width']`, or `LeNet` on 32x32 RGB."
+    from defixmatch.models import get_model
+    net = k['net'].lower()
+    kw = (dict(width=k['width']) if net == 'smallcnn' else dict(depth=28, widen_factor=k['width']) if net == 'wideresnet'
+          else dict(in_channels=3, img_size=32))
+    return get_model(k['net'], num_classes, **kw)
+
+
 def run_one(data, k:dict, save_dir:Path, until:int|None, threads:int)->dict|None:
     "Train (or resume) one run; return its CSV row, or None when `until` stopped it before the end."
     import torch
     from defixmatch.data import ssl_dataloaders
-    from defixmatch.models import get_model
     from defixmatch.learner import ssl_learner
     from defixmatch.metrics import evaluation_metrics
     K, N = k['iterations'], k['eval_every']
     dls = ssl_dataloaders(data, num_labels=k['num_labels'], batch_size=k['batch'], uratio=k['uratio'], n_iter=N,
                           eval_batch_size=1000, seed=k['seed'], num_workers=0, device='cpu')
-    net = k['net'].lower()
-    kw = (dict(width=k['width']) if net == 'smallcnn' else dict(depth=28, widen_factor=k['width']) if net == 'wideresnet'
-          else dict(in_channels=3, img_size=32))
     torch.manual_seed(k['seed'])
-    learn = ssl_learner(dls, get_model(k['net'], data.num_classes, **kw), k['risk'],
+    learn = ssl_learner(dls, build_net(k, data.num_classes), k['risk'],
                         lambda_u=None if k['risk'] == 'complete_case' else k['lambda_u'], ema_m=k['ema_m'],
                         save_dir=save_dir, save_name=run_name(k))
     run_dir = learn.save_path
@@ -282,14 +287,11 @@ def export_logits(data, k:dict, row:dict, save_dir:Path, out:Path)->Path:
     """Test-set logits of a finished run's final EMA model (its `latest_model.pth`), written atomically as float16 with
     the targets; the model is evaluated again and must give the CSV row's accuracy and cross-entropy."""
     import numpy as np, torch
-    from defixmatch.models import get_model, load_checkpoint
+    from defixmatch.models import load_checkpoint
     from defixmatch.eval import predict_logits
     from defixmatch.metrics import evaluation_metrics
     ckpt = save_dir/run_name(k)/'latest_model.pth'
-    net = k['net'].lower()
-    kw = (dict(width=k['width']) if net == 'smallcnn' else dict(depth=28, widen_factor=k['width']) if net == 'wideresnet'
-          else dict(in_channels=3, img_size=32))
-    model = load_checkpoint(ckpt, get_model(k['net'], data.num_classes, **kw))
+    model = load_checkpoint(ckpt, build_net(k, data.num_classes))
     logits = predict_logits(model, data.test_x, data.mean, data.std, batch_size=1000, device='cpu')
     res = evaluation_metrics(logits, data.test_y, num_classes=data.num_classes)
     # the same weights on the same images: equal up to float rounding (one test image may flip on a near tie)
