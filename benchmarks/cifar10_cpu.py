@@ -286,7 +286,7 @@ def logits_file(out:Path, k:dict)->Path:
 def export_logits(data, k:dict, row:dict, save_dir:Path, out:Path)->Path:
     """Test-set logits of a finished run's final EMA model (its `latest_model.pth`), written atomically as float16 with
     the targets; the model is evaluated again and must give the CSV row's accuracy and cross-entropy."""
-    import numpy as np, torch
+    import numpy as np
     from defixmatch.models import load_checkpoint
     from defixmatch.eval import predict_logits
     from defixmatch.metrics import evaluation_metrics
@@ -302,9 +302,11 @@ def export_logits(data, k:dict, row:dict, save_dir:Path, out:Path)->Path:
     dest = logits_file(out, k)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f'.{dest.stem}.tmp.npz')
-    np.savez_compressed(tmp, logits=logits.half().numpy(), targets=data.test_y.numpy().astype(np.uint8),
-                        classes=np.array(data.classes))
-    os.replace(tmp, dest)
+    try:
+        np.savez_compressed(tmp, logits=logits.half().numpy(), targets=data.test_y.numpy().astype(np.uint8),
+                            classes=np.array(data.classes))
+        os.replace(tmp, dest)
+    finally: tmp.unlink(missing_ok=True)  # nothing left behind when the write fails
     return dest
 
 
