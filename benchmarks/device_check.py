@@ -14,7 +14,12 @@ Environment (each also a flag): DEVICE_CHECK_BUDGET (seconds of work, default 45
 of each reference command, default 1500), DEVICE_CHECK_GPU_STEP_S (budget of gpu_step.py, default 200),
 DEVICE_CHECK_WORKERS (loader workers of the reference commands, default: the best count gpu_step.py measured, else
 the number of CPUs less two), DEVICE_CHECK_AMP (1/0: `--amp` on the reference commands, default 1 on a GPU),
-DEVICE_CHECK_TGZ (CIFAR-10 tarball, default .devdata/cifar10-jpeg.tar.gz), DEVICE_CHECK_DRY=1 (same as --device cpu).
+DEVICE_CHECK_TGZ (CIFAR-10 tarball, default .devdata/cifar10-jpeg.tar.gz), DEVICE_CHECK_SKIP (gpu_step and/or train),
+DEVICE_CHECK_DRY=1 (same as --device cpu).
+
+Time: gpu_step.py gets at most its budget plus 40 s (and never more than 55% of what is left), then each reference
+command an equal share of the rest. A command stopped at its limit has no accuracy and no it/s (it prints nothing
+before its only evaluation): lower DEVICE_CHECK_ITERS, or skip gpu_step in a second call.
 """
 import argparse, csv, json, os, platform, re, shutil, signal, subprocess, sys, tarfile, tempfile, threading, time, traceback
 from pathlib import Path
@@ -177,7 +182,7 @@ def gpu_step(rep:Report, a, budget:Budget, folder):
     cmd = [sys.executable, 'benchmarks/gpu_step.py', '--json', str(js), '--budget', str(a.gpu_step_s)]
     if folder is not None: cmd += ['--image-folder', str(folder)]
     if a.dry: cmd += ['--device', 'cpu', '--tiny']
-    limit = min(a.gpu_step_s + 60, 0.6 * budget.left())
+    limit = min(a.gpu_step_s + 40, 0.55 * budget.left())  # (it may overrun its budget by one measurement)
     with GPUSampler() as g: r = run_part(rep, 'gpu_step', cmd, limit)
     r.update(g.result())
     if js.is_file(): r['results'] = json.loads(js.read_text())
@@ -257,7 +262,7 @@ def main(argv=None):
     p.add_argument('--workers', type=int, default=int(env('DEVICE_CHECK_WORKERS')) if env('DEVICE_CHECK_WORKERS') else None)
     p.add_argument('--amp', type=int, choices=[0, 1], default=int(env('DEVICE_CHECK_AMP')) if env('DEVICE_CHECK_AMP') else None)
     p.add_argument('--tgz', default=env('DEVICE_CHECK_TGZ', str(ROOT / '.devdata' / 'cifar10-jpeg.tar.gz')))
-    p.add_argument('--skip', default='', help='comma-separated parts to leave out: gpu_step, train')
+    p.add_argument('--skip', default=env('DEVICE_CHECK_SKIP', ''), help='comma-separated parts to leave out: gpu_step, train')
     a = p.parse_args(argv)
     a.dry = a.device == 'cpu'
     if a.dry: a.iters, a.gpu_step_s = (a.iters if 'DEVICE_CHECK_ITERS' in os.environ else 2), min(a.gpu_step_s, 60)
