@@ -5,7 +5,8 @@
 #     bash benchmarks/device_check.sh --device cpu    # dry run here (or DEVICE_CHECK_DRY=1): tiny sizes, same code paths
 #
 # On the GPU machine it first installs the wheelhouse `.whl/` (built by tools/make_wheelhouse.sh) into /tmp/site
-# and puts it on PYTHONPATH; the dry run uses the package of this checkout and the current Python. Then
+# and puts it on PYTHONPATH after this checkout (whose package is the one imported); the dry run uses the
+# current Python's packages. Then
 # benchmarks/device_check.py does the rest (see its docstring for the environment variables) and writes
 # $OUT/device_check.json and $OUT/device_check.log.
 set -u
@@ -29,7 +30,8 @@ else
       tail -5 "$OUT/install.txt" | tee -a "$OUT/device_check.log"
     fi
     rm -f "$OUT/install.txt"
-    export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
+    # this checkout's package first (the same one whatever part imports it), the wheels' requirements after it
+    export PYTHONPATH="$PWD:/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
   else
     echo "no wheelhouse in .whl/ (run tools/make_wheelhouse.sh where pip works): using the installed packages" | tee -a "$OUT/device_check.log"
   fi
