@@ -257,7 +257,8 @@ def main(argv=None):
                    help="'cuda' (the check) or 'cpu' (dry run: tiny sizes, a generated image folder)")
     p.add_argument('--out', default=env('OUT'), help='folder of device_check.json and device_check.log (default $OUT)')
     p.add_argument('--budget', type=float, default=float(env('DEVICE_CHECK_BUDGET', 450)), help='seconds of work in all')
-    p.add_argument('--iters', type=int, default=int(env('DEVICE_CHECK_ITERS', 1500)), help='iterations of each reference command')
+    p.add_argument('--iters', type=int, default=int(env('DEVICE_CHECK_ITERS')) if env('DEVICE_CHECK_ITERS') else None,
+                   help='iterations of each reference command (default 1500; 2 in the dry run)')
     p.add_argument('--gpu-step-s', type=float, default=float(env('DEVICE_CHECK_GPU_STEP_S', 200)), help='budget of gpu_step.py')
     p.add_argument('--workers', type=int, default=int(env('DEVICE_CHECK_WORKERS')) if env('DEVICE_CHECK_WORKERS') else None)
     p.add_argument('--amp', type=int, choices=[0, 1], default=int(env('DEVICE_CHECK_AMP')) if env('DEVICE_CHECK_AMP') else None)
@@ -265,7 +266,9 @@ def main(argv=None):
     p.add_argument('--skip', default=env('DEVICE_CHECK_SKIP', ''), help='comma-separated parts to leave out: gpu_step, train')
     a = p.parse_args(argv)
     a.dry = a.device == 'cpu'
-    if a.dry: a.iters, a.gpu_step_s = (a.iters if 'DEVICE_CHECK_ITERS' in os.environ else 2), min(a.gpu_step_s, 60)
+    if a.iters is None: a.iters = 2 if a.dry else 1500
+    if a.iters < 1: p.error(f'--iters must be >= 1, got {a.iters}')
+    if a.dry: a.gpu_step_s = min(a.gpu_step_s, 60)
     if not a.out: p.error('no output folder: set OUT or pass --out')
     rep, budget = Report(Path(a.out)), Budget(a.budget)
     rep.res['info'].update(dry_run=a.dry, budget_s=a.budget, iters=a.iters, gpu_step_s=a.gpu_step_s,
