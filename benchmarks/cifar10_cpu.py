@@ -203,7 +203,7 @@ def run_clock(run_dir:Path, K:int, until:int|None, label:str):
             rec = dict(zip(self.learn.recorder.metric_names[1:], self.learn.recorder.values[-1]))
             pace = (time.perf_counter() - self.t0) / max(it - self.it0, 1)
             print(f"{label:>14} it {it:>6}/{K}  acc {rec.get('top1_acc', float('nan')):.4f}  "
-                  f"ce {rec.get('cross_entropy', float('nan')):.4f}  mask {rec.get('mask_ratio', float('nan')):.3f}  "
+                  f"ce {rec.get('valid_loss', float('nan')):.4f}  mask {rec.get('mask_ratio', float('nan')):.3f}  "
                   f"{wall:8.1f} s  ({pace:.3f} s/it)", flush=True)
             if until is not None and it >= until and it < K: raise CancelFitException()
 
@@ -260,6 +260,7 @@ def run_one(data, k:dict, save_dir:Path, until:int|None, threads:int)->dict|None
         res = {m: float('nan') for m in ('acc', 'ce', 'ece', 'worst_class_acc')}
         res['per_class_acc'] = [float('nan')] * data.num_classes
     log = read_rows(run_dir/'log.csv')
+    for r in log: r.setdefault('cross_entropy', r.get('valid_loss'))  # the EMA model's test cross-entropy
     accs = [(float(r['top1_acc']), int(float(r['iter']))) for r in log if r.get('top1_acc') not in (None, '', 'nan')]
     best = max(accs) if accs else (float('nan'), -1)
     t = json.loads((run_dir/'time.json').read_text()) if (run_dir/'time.json').exists() else {}

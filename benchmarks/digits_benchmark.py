@@ -105,6 +105,7 @@ def run_one(data, method:str, lambda_u:float, num_labels:int, seed:int, iteratio
     curve = []
     for vals in values:
         rec = dict(zip(names, vals))
+        rec.setdefault('cross_entropy', rec.get('valid_loss'))  # the EMA model's test cross-entropy
         curve.append({**key, **{k: rec.get(k) for k in CURVE_FIELDS if k not in key}})
     if status == 'ok' and torch.isfinite(preds).all():
         res = evaluation_metrics(preds, targs, num_classes=data.num_classes)
