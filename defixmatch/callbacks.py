@@ -130,9 +130,9 @@ def ssl_metrics(num_classes:int|None=None, # classes for the worst-class accurac
 _COMPONENTS = ('sup_loss', 'unsup_loss', 'anti_unsup_loss', 'total_loss', 'mask_ratio', 'mask_ratio_lb')
 
 class SSLLogger(Callback):
-    "Add the iteration, learning rate and epoch means of the method's components to the `Recorder`'s columns."
+    "Add the iteration, learning rate, λ and epoch means of the method's components to the `Recorder`'s columns."
     order = 55  # after the Recorder (50), before the CSV logger and the progress bars (60)
-    names = ('iter', 'lr') + _COMPONENTS
+    names = ('iter', 'lr', 'lambda_u') + _COMPONENTS
     def before_fit(self):
         rec = self.learn.recorder
         names = list(rec.metric_names)
@@ -152,7 +152,9 @@ class SSLLogger(Callback):
 
     def after_train(self):
         comps = (self._sum / self._n).tolist() if self._n else [float('nan')] * len(_COMPONENTS)
-        self.values = [self.learn.iteration, self.opt.hypers[-1]['lr']] + comps
+        m = getattr(self.learn, 'ssl_method', None)
+        lam = m.hyper('lambda_u') if m is not None else float('nan')  # the λ of the last step (schedules change it)
+        self.values = [self.learn.iteration, self.opt.hypers[-1]['lr'], lam] + comps
     def after_validate(self): self.learn.recorder.log += self.values
 
 class SSLCSVLogger(CSVLogger):

@@ -3,7 +3,7 @@ import csv, importlib.util, json, math, re, subprocess, sys
 from pathlib import Path
 
 import pytest
-from defixmatch.data import cifar10_tarball
+from workspace import cifar10_tarball
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT/'benchmarks'/'cifar10_cpu.py'

@@ -172,7 +172,7 @@ def test_missing_data_offline(tmp_path):
 def cifar_slice(tmp_path_factory):
     "400 training images per class (the reference commands ask for 4,000 labels) and 10 test images per class."
     assert CIFAR_TGZ.is_file(), f"missing {CIFAR_TGZ}"
-    from defixmatch.data import untar_slice
+    from workspace import untar_slice
     root = untar_slice(CIFAR_TGZ, tmp_path_factory.mktemp('cifar'), n_train=400, n_test=10)
     assert root.name == 'cifar10'
     return root

@@ -131,7 +131,7 @@ def test_torchrun_two_cpu_processes_train_and_write_one_set_of_checkpoints(tmp_p
     import pandas as pd
     log = pd.read_csv(run/'log.csv')
     assert list(log['iter']) == [N, K]   # one writer: no duplicated rows
-    from defixmatch.models import read_checkpoint
+    from defixmatch.checkpoint import read_checkpoint
     assert read_checkpoint(run/'latest_model.pth')['it'] == K
     cfg = json.loads((run/'config.json').read_text())
     assert cfg['batch_size'] == 8
