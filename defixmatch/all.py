@@ -14,6 +14,7 @@ from .data import *
 from .augment import *
 from .models import *
 from .methods import *
+from .consistency import *
 from .metrics import *
 from .callbacks import *
 from .checkpoint import *

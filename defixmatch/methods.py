@@ -35,7 +35,11 @@ def split_views(t:Tensor, # logits or inputs of a training batch, rows in the lo
 _HYPER_RULES = {# name: (test, what it must be)
     'lambda_u': (lambda v: math.isfinite(v) and v >= 0, 'a finite number >= 0'),
     'p_cutoff': (lambda v: 0 <= v <= 1, 'in [0, 1]'),
-    'T': (lambda v: math.isfinite(v) and v > 0, 'a finite number > 0')}
+    'T': (lambda v: math.isfinite(v) and v > 0, 'a finite number > 0'),
+    'lambda_vat': (lambda v: math.isfinite(v) and v >= 0, 'a finite number >= 0'),
+    'xi': (lambda v: math.isfinite(v) and v > 0, 'a finite number > 0'),
+    'eps': (lambda v: math.isfinite(v) and v >= 0, 'a finite number >= 0'),
+    'n_power': (lambda v: math.isfinite(v) and v >= 1 and v.is_integer(), 'an integer >= 1')}
 
 def check_hyper(name:str, # a hyper-parameter name, e.g. 'lambda_u'
                 value, # its value
