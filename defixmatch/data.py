@@ -277,6 +277,15 @@ class SSLTrainDL(DataLoader):
 
     @property
     def views(self)->tuple: return self.dataset.views
+    @views.setter
+    def views(self, views):
+        "Make the views `views` (names from `VIEW_NAMES`) of every image from now on: the learner sets its method's."
+        views = tuple(views)
+        if not views or any(v not in VIEW_NAMES for v in views):
+            raise ValueError(f"views must be a non-empty sequence of names from {VIEW_NAMES}, got {views!r}")
+        self.dataset.views = views
+        for t in getattr(self.after_batch, 'fs', []):
+            if isinstance(t, DeviceAugment): t.views.views = views
     @property
     def weak(self): return self.dataset.tfms['weak']
     @property

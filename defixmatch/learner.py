@@ -133,6 +133,8 @@ def ssl_learner(dls, # `DataLoaders` from `ssl_dataloaders`: training batches `(
     hp = dict(p_cutoff=p_cutoff, T=T, hard_label=hard_label, modified=modified)
     if lambda_u is not None: hp['lambda_u'] = lambda_u
     meth = make_method(method, **hp)
+    tr = dls.train
+    if hasattr(tr, 'views') and tuple(tr.views) != tuple(meth.views): tr.views = meth.views  # what the method reads
     if num_classes is None: num_classes = getattr(unwrap_model(model), 'num_classes', None)
     if metrics is None: metrics = ssl_metrics(num_classes)
     save_path = Path(save_dir)/(save_name or meth.method or type(meth).__name__) if save_dir is not None else None

@@ -118,6 +118,7 @@ class SSLMethod(Callback):
     def before_fit(self):
         "Put `hypers` in the optimiser's groups, where `ParamScheduler` sets them."
         opt = self.learn.opt
+        if opt is None: return  # `get_preds` and `predict` also start with `before_fit`, without an optimiser
         for k in self.hypers:
             v = check_hyper(k, getattr(self, k))
             if isinstance(opt, OptimWrapper):
