@@ -40,16 +40,11 @@ class Clock:
     def left(self): return self.budget - (time.perf_counter() - self.t0)
 
 def step_args(batch)->tuple:
-    """`PlainStep`'s arguments `(x_lb_w, x_lb_s, x_ulb_w, x_ulb_s, y_lb)` from one training batch of the package:
-    the four views and the labels, or `(x, y_lb)` with the views concatenated in that order (labelled weak and
-    strong views of `len(y_lb)` images each, then the unlabelled weak and strong views, of equal sizes)."""
-    if len(batch) == 5: return tuple(batch)
-    if len(batch) == 2:
-        x, y = batch
-        n, rest = len(y), x.shape[0] - 2 * len(y)
-        if rest < 0 or rest % 2: raise ValueError(f"a batch of {x.shape[0]} views does not hold 2 x {n} labelled views and two equal unlabelled halves")
-        return (*x.split([n, n, rest // 2, rest // 2]), y)
-    raise ValueError(f"unexpected training batch of {len(batch)} tensors (expected 5, or 2: views and labels)")
+    """`PlainStep`'s arguments `(x, y_lb)` from one training batch: the package's `(x, y_lb)` (the views concatenated:
+    labelled weak and strong, then unlabelled weak and strong), or the four views and the labels."""
+    if len(batch) == 2: return tuple(batch)
+    if len(batch) == 5: return torch.cat(list(batch[:4])), batch[4]
+    raise ValueError(f"unexpected training batch of {len(batch)} tensors (expected 2: views and labels, or 5)")
 
 def time_steps(step, next_batch, device, warmup, blocks, block):
     "Median seconds per step over `blocks` blocks of `block` steps (device synchronised at block ends only)."

@@ -1,8 +1,8 @@
 """Framework overhead: time per training step of the package's fastai SSL loop against a plain PyTorch loop.
 
 Both loops do the same work on the same device, from the same initial weights, on the same pre-made batches
-(`x_lb_w, x_lb_s, x_ulb_w, x_ulb_s, y_lb`, made once by the real augmentation pipeline and kept on the device, so
-that no data loading is timed): one forward pass of the concatenated dual batch, the DeFixMatch risk (`sup_loss`,
+(`(x, y_lb)`, `x` the labelled weak and strong views then the unlabelled ones, made once by the real loader and kept
+on the device, so that no data loading is timed): one forward pass of the dual batch, the DeFixMatch risk (`sup_loss`,
 `fixmatch_h` on unlabelled and labelled views, `dessl_risk` of `defixmatch.losses`), backward, `torch.optim.SGD`
 with Nesterov momentum and the two weight-decay groups, FixMatch's cosine learning rate, and the EMA of the weights
 (`AveragedModel`'s EMA function, BatchNorm buffers copied). `PlainStep` is that plain step; `gpu_step.py` uses it too.
@@ -76,12 +76,13 @@ class PlainStep:
         self.dev_type = dev.type
         self.scaler = torch.amp.GradScaler(dev.type, enabled=amp == 'fp16')
 
-    def __call__(self, x_lb_w:Tensor, x_lb_s:Tensor, x_ulb_w:Tensor, x_ulb_s:Tensor, y_lb:Tensor)->Tensor:
+    def __call__(self, x:Tensor, # the step's images: labelled weak and strong views, then unlabelled weak and strong
+                 y_lb:Tensor, # the labels of the labelled images
+                )->Tensor:
         "Run one step; returns the (detached) risk."
         lr = self.lr * math.cos(7 * math.pi * self.k / (16 * self.K))
         for g in self.opt.param_groups: g['lr'] = lr
-        n = x_lb_w.shape[0]
-        x = torch.cat([x_lb_w, x_lb_s, x_ulb_w, x_ulb_s])
+        n = y_lb.shape[0]
         if self.channels_last: x = x.contiguous(memory_format=torch.channels_last)
         self.model.train()
         with torch.autocast(self.dev_type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
@@ -119,7 +120,8 @@ def synthetic_data(n_train:int=2048, n_test:int=64, num_classes:int=10, seed:int
                    (0.49, 0.48, 0.45), (0.25, 0.24, 0.26), True)
 
 class _Cycle:
-    "Iterable of `n` pre-made batches, cycling over `batches`."
+    "Iterable of `n` pre-made batches, cycling over `batches`: a training loader that loads nothing."
+    n_inp = 1
     def __init__(self, batches, n): self.batches, self.n = batches, n
     def __len__(self): return self.n
     def __iter__(self): return (self.batches[i % len(self.batches)] for i in range(self.n))
@@ -131,10 +133,7 @@ def premade_dataloaders(batch_size:int, uratio:int, n_iter:int, device, n_batche
     dls = ssl_dataloaders(data, num_labels=4 * data.num_classes, batch_size=batch_size, uratio=uratio,
                           n_iter=n_batches, eval_batch_size=64, num_workers=0, device=device)
     batches = [tuple(t.to(device) for t in b) for b in dls.train]
-    tr = dls.train
-    for attr in ('loader', 'n_iter'):
-        if not hasattr(tr, attr): raise RuntimeError(f"the training loader of defixmatch.data has no {attr!r}: update this benchmark")
-    tr.loader, tr.n_iter = _Cycle(batches, n_iter), n_iter
+    dls.loaders[0] = _Cycle(batches, n_iter)
     return dls, batches
 
 
@@ -150,7 +149,7 @@ def make_lean(learn, check_every:int=50):
     3. the progress bar reads the smoothed loss only when it redraws (about every 0.2 s);
     4. `StopOnNonFinite` accumulates a device-side flag and reads it every `check_every` steps and at the end of
        each epoch instead of every step (it still stops before the checkpoint that follows a bad step)."""
-    import defixmatch.learner as dl
+    import defixmatch.callbacks as dl
     from fastai.learner import AvgSmoothLoss
     from fastai.callback.core import Callback, CancelFitException, _inner_loop
     from fastai.callback.progress import ProgressCallback
@@ -291,7 +290,7 @@ def measure(net:str='smallcnn', batch_size:int=16, uratio:int=7, device='cpu', a
     if channels_last:
         from fastai.callback.core import Callback
         class ChannelsLast(Callback):
-            order = -4.5  # after DualBatchForward
+            order = -4.5
             def before_batch(self):
                 if self.training: self.learn.xb = tuple(x.contiguous(memory_format=torch.channels_last) for x in self.xb)
         learn.add_cb(ChannelsLast())
