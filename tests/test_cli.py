@@ -203,9 +203,9 @@ def _authors_checkpoint(path, model):
                 'scheduler': {'last_epoch': 7}, 'it': 7}, path)
 
 def test_eval_reports_authors_checkpoint(tmp_path):
-    from defixmatch.eval import build_model
+    from defixmatch.models import get_model
     torch.manual_seed(0)
-    model = build_model('LeNet', 10)
+    model = get_model('LeNet', 10, in_channels=3, img_size=32)
     _authors_checkpoint(tmp_path/'model.pth', model)
     res = cli('eval', '--load_path', tmp_path/'model.pth', '--dataset', 'digits', '--num_classes', 10, '--net', 'LeNet',
               '--json', tmp_path/'m.json', '--plot', tmp_path/'plots')
@@ -216,7 +216,7 @@ def test_eval_reports_authors_checkpoint(tmp_path):
     assert m['iteration'] == 7 and len(m['per_class_acc']) == 10 and m['n_test'] == 500
     # the numbers are those of the model: recompute them in-process
     from defixmatch.data import load_dataset
-    from defixmatch.eval import predict_logits
+    from defixmatch.cli import predict_logits
     from defixmatch.metrics import evaluation_metrics
     d = load_dataset('digits')
     ref = evaluation_metrics(predict_logits(model, d.test_x, d.mean, d.std), d.test_y)
@@ -242,3 +242,12 @@ def test_readme_digits_command_short_run_then_eval(tmp_path):
     m = json.loads(res2.stdout[res2.stdout.index('{'):])
     assert m['dataset'] == 'digits' and m['net'] == 'LeNet'
     assert abs(m['acc'] - rep['acc']) < 1e-9 and abs(m['ce'] - rep['ce']) < 1e-6
+
+def test_train_and_eval_do_not_import_each_other():
+    "The two commands share `defixmatch.cli`; no import of one by the other, at module level or inside a function."
+    import ast
+    for mod, other in (('train', 'eval'), ('eval', 'train')):
+        tree = ast.parse((ROOT/'defixmatch'/f'{mod}.py').read_text())
+        names = [n.module or '' for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+        names += [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+        assert not any(m in (other, f'defixmatch.{other}') for m in names), (mod, names)

@@ -67,9 +67,9 @@ def test_sigkill_then_resume_reaches_the_same_end(tmp_path):
     assert abs(ra['acc'] - rb['acc']) < 1e-9
 
 def test_corrupt_or_truncated_checkpoint_gives_a_clear_error(tmp_path):
-    from defixmatch.eval import build_model
+    from defixmatch.models import get_model
     good = tmp_path/'good.pth'
-    m = build_model('LeNet', 10)
+    m = get_model('LeNet', 10, in_channels=3, img_size=32)
     torch.save({'train_model': m.state_dict(), 'eval_model': m.state_dict(), 'it': 10}, good)
     data = good.read_bytes()
     (tmp_path/'truncated.pth').write_bytes(data[:len(data) // 2])
