@@ -6,7 +6,8 @@ Docs: https://defixmatch.github.io/defixmatch/cli.html.md"""
 
 # %% auto #0
 __all__ = ['CONFIG_NAME', 'EVAL_DEFAULTS', 'str2bool', 'CLIError', 'ArgumentParser', 'fail', 'quiet_warnings', 'run_config',
-           'net_options', 'predict_logits', 'format_report', 'report_header', 'evaluate_checkpoint']
+           'net_options', 'warn_about_classes', 'predict_logits', 'format_report', 'report_header',
+           'evaluate_checkpoint']
 
 # %% ../nbs/10_cli.ipynb #493b7e9f
 import argparse, json, math, os, sys, warnings
@@ -70,6 +71,20 @@ def net_options(net:str, # 'WideResNet', 'SmallCNN' or 'LeNet' (any case)
                                       dropout=dropout, bn_momentum=bn_momentum)
     if n == 'lenet': return dict(in_channels=3, img_size=32)
     return {}
+
+# %% ../nbs/10_cli.ipynb #79c1a1a5
+def warn_about_classes(data, # an `SSLData`: `name`, `classes`, `test_y`
+                      ) -> list:
+    "Warn when `data` has fewer than two classes or classes without test images; return the names of the latter."
+    import torch
+    C = len(data.classes)
+    if C < 2: warnings.warn(f"{data.name} has {C} class: accuracy is meaningless with fewer than two classes")
+    counts = torch.bincount(torch.as_tensor(data.test_y), minlength=C).tolist()
+    missing = [str(c) for c, n in zip(data.classes, counts) if n == 0]
+    if missing:
+        warnings.warn(f"{len(missing)} class(es) of {data.name} have no test images ({', '.join(missing)}): their "
+                      "accuracy is n/a and the worst-class accuracy is over the other classes")
+    return missing
 
 # %% ../nbs/10_cli.ipynb #ee8bdcec
 #: Defaults of the reference's evaluation script, for the flags a run's `config.json` may supply.

@@ -404,14 +404,16 @@ class SSLCheckpoint(Callback):
 
     def after_epoch(self):
         if not is_main_process(): return
+        rf = getattr(self.learn, 'run_folder', None)  # a new run's folder appears with its first checkpoint
+        path = Path(rf.publish()) if rf is not None else self.path
         val = self.learn.recorder.values[-1][self.idx]
         it = int(getattr(self.learn, 'iteration', self.train_iter))
         new_best = val is not None and math.isfinite(val) and val > self.best
         if new_best: self.best, self.best_it = float(val), it
         st = ssl_state(self.learn, best_eval_acc=float(self.best), best_it=int(self.best_it),
                        num_eval_iter=int(getattr(self.learn, 'num_eval_iter', 0)))
-        save_checkpoint(self.path/self.latest_fname, **st)
-        if new_best: save_checkpoint(self.path/self.best_fname, **st)
+        save_checkpoint(path/self.latest_fname, **st)
+        if new_best: save_checkpoint(path/self.best_fname, **st)
         self.last_saved = it
 
 # %% ../nbs/05_learner.ipynb #fcb1b35d

@@ -130,7 +130,7 @@ def test_gpu_index_is_validated(tmp_path, monkeypatch):
 
 def test_nonfinite_loss_is_one_line_exit_1(tmp_path):
     res = cli('train', '--dataset', 'digits', '--method', 'defixmatch', '--num_train_iter', 6, '--num_eval_iter', 3,
-              '--batch_size', 8, '--uratio', 2, '--lr', 'nan', '--save_dir', tmp_path, '--no-progress')
+              '--batch_size', 8, '--uratio', 2, '--lr', '1e6', '--save_dir', tmp_path, '--no-progress')
     assert_one_line_error(res, 'non-finite', code=1)
 
 def test_dry_run_prints_resolved_configuration(tmp_path):
@@ -145,6 +145,11 @@ def test_existing_run_folder_needs_overwrite(tmp_path):
     (tmp_path/'Dedigits_100_0.5_0').mkdir()
     res = cli('train', '--dataset', 'digits', '--method', 'defixmatch', '--save_dir', tmp_path)
     assert_one_line_error(res, 'Dedigits_100_0.5_0', '--overwrite', code=2)
+
+def test_argparse_errors_are_one_line(tmp_path):
+    assert_one_line_error(cli('train', '--num_labels', '1e2', '--save_dir', tmp_path), '--num_labels', '1e2', code=2)
+    assert_one_line_error(cli('train', '--no_such_flag', '--save_dir', tmp_path), '--no_such_flag', code=2)
+    assert_one_line_error(cli('eval', '--batch_size', 'x'), '--batch_size', code=2)
 
 def test_resume_needs_load_path(tmp_path):
     assert_one_line_error(cli('train', '--dataset', 'digits', '--resume', '--save_dir', tmp_path), '--load_path', code=2)
@@ -234,9 +239,14 @@ def test_readme_digits_command_short_run_then_eval(tmp_path):
               '--save_dir', tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
     run = tmp_path/'Dedigits_100_0.5_0'
-    assert sorted(p.name for p in run.iterdir()) == ['config.json', 'latest_model.pth', 'log.csv', 'model_best.pth', 'report.json']
+    from defixmatch.learner import has_tensorboard
+    assert sorted(p.name for p in run.iterdir()) == ['config.json', 'latest_model.pth', 'log.csv', 'model_best.pth', 'report.json'] \
+        + (['tensorboard'] if has_tensorboard() else [])
     rep = json.loads((run/'report.json').read_text())
     assert rep['iteration'] == 40
+    # the report says where the log and the report went; a piped log holds no progress-bar control characters
+    assert str(run/'log.csv') in res.stdout and str(run/'report.json') in res.stdout
+    assert not any(c in res.stdout + res.stderr for c in '\r\x1b\x08'), repr(res.stdout[-500:])
     res2 = cli('eval', '--load_path', run/'latest_model.pth', '--json', '-')
     assert res2.returncode == 0, res2.stderr
     m = json.loads(res2.stdout[res2.stdout.index('{'):])
