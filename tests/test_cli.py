@@ -261,3 +261,43 @@ def test_train_and_eval_do_not_import_each_other():
         names = [n.module or '' for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
         names += [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
         assert not any(m in (other, f'defixmatch.{other}') for m in names), (mod, names)
+
+# ---------------------------------------------------------------- eval: run folders, defaults, datasets it cannot judge fully
+def _image_folder(root, train_classes, test_classes, n=3):
+    from PIL import Image
+    import numpy as np
+    rng = np.random.default_rng(0)
+    for split, classes in (('train', train_classes), ('test', test_classes)):
+        for c in classes:
+            (root/split/c).mkdir(parents=True)
+            for i in range(n): Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(root/split/c/f'{i}.png')
+    return root
+
+def test_eval_default_load_path_is_what_training_writes():
+    from defixmatch.train import resolve_args
+    from defixmatch.eval import get_parser
+    assert Path(get_parser().parse_args([]).load_path) == Path(resolve_args([]).save_path)/'model_best.pth'
+
+def test_eval_reads_a_run_folder_and_warns_about_missing_test_classes(tmp_path):
+    from defixmatch.models import get_model, save_checkpoint
+    ds = _image_folder(tmp_path/'pets', ['cat', 'dog', 'eel'], ['cat', 'dog'])
+    run = tmp_path/'run'
+    save_checkpoint(run/'latest_model.pth', eval_model=get_model('SmallCNN', 3), it=5)
+    (run/'config.json').write_text(json.dumps({'dataset': str(ds), 'net': 'SmallCNN', 'num_classes': 3}))
+    res = cli('eval', '--load_path', run, '--cpu')   # a folder: its checkpoint (model_best.pth, else latest_model.pth)
+    assert res.returncode == 0, res.stderr
+    assert str(run/'latest_model.pth') in res.stdout and 'iteration 5' in res.stdout
+    warn = [l for l in res.stderr.splitlines() if l.startswith('warning:')]
+    assert len(warn) == 1 and 'eel' in warn[0] and 'no test images' in warn[0], res.stderr
+    # the 3 classes of config.json against a 2-class dataset: blamed on config.json, not on a flag not given
+    (run/'config.json').write_text(json.dumps({'dataset': 'digits', 'net': 'SmallCNN', 'num_classes': 3}))
+    assert_one_line_error(cli('eval', '--load_path', run, '--cpu'), 'num_classes of', 'config.json', code=1)
+    assert_one_line_error(cli('eval', '--load_path', tmp_path/'empty_dir_absent'), 'not found', code=1)
+    (tmp_path/'empty').mkdir()
+    assert_one_line_error(cli('eval', '--load_path', tmp_path/'empty'), 'holds no model_best.pth', code=1)
+
+def test_train_refuses_a_single_class_folder(tmp_path):
+    ds = _image_folder(tmp_path/'one', ['cat'], ['cat'])
+    res = cli('train', '--dataset', ds, '--num_labels', 2, '--save_dir', tmp_path/'runs')
+    assert_one_line_error(res, 'at least 2', code=2)
+    assert not (tmp_path/'runs').exists()
