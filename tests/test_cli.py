@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest, torch
 
 ROOT = Path(__file__).resolve().parents[1]
-CIFAR_TGZ = ROOT.parent/'shared'/'data'/'cifar10-jpeg.tar.gz'
+CIFAR_TGZ = Path(os.environ.get('DEFIXMATCH_CIFAR10_TGZ') or ROOT.parent/'shared'/'data'/'cifar10-jpeg.tar.gz')
 # the reference README's commands, `python train.py` removed
 REF = "--world-size 1 --rank 0 --multiprocessing-distributed --num_labels 4000 --dataset cifar10 --num_classes 10 --overwrite"
 REF_COMMANDS = {'complete case': REF + ' --modified_fixmatch --ulb_loss_ratio 0',
@@ -176,7 +176,7 @@ def test_missing_data_offline(tmp_path):
 @pytest.fixture(scope='module')
 def cifar_slice(tmp_path_factory):
     "400 training images per class (the reference commands ask for 4,000 labels) and 10 test images per class."
-    assert CIFAR_TGZ.is_file(), f"missing {CIFAR_TGZ}"
+    if not CIFAR_TGZ.is_file(): pytest.skip(f"{CIFAR_TGZ} not found (set DEFIXMATCH_CIFAR10_TGZ to the CIFAR-10 JPEG tarball)")
     from defixmatch.data import untar_slice
     root = untar_slice(CIFAR_TGZ, tmp_path_factory.mktemp('cifar'), n_train=400, n_test=10)
     assert root.name == 'cifar10'
