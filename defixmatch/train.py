@@ -244,6 +244,8 @@ def resolve_args(argv:list|None=None, # command-line arguments (default: `sys.ar
     # run folder
     if args.save_name is None: args.save_name = run_name(args)
     args.save_path = str(Path(args.save_dir) / args.save_name)
+    from defixmatch.distributed import is_main_process
+    if not is_main_process(): return args  # the other ranks of a launcher's run write nothing in the run folder
     pid = RunFolder(args.save_dir, args.save_name).in_use()
     if pid: raise CLIError(f"run folder {args.save_path} is in use by another run (process {pid}): wait for it to end, "
                            "or choose another --save_name")
