@@ -289,7 +289,7 @@ def export_logits(data, k:dict, row:dict, save_dir:Path, out:Path)->Path:
     the targets; the model is evaluated again and must give the CSV row's accuracy and cross-entropy."""
     import numpy as np
     from defixmatch.checkpoint import load_checkpoint
-    from defixmatch.eval import predict_logits
+    from defixmatch.cli import predict_logits
     from defixmatch.metrics import evaluation_metrics
     ckpt = save_dir/run_name(k)/'latest_model.pth'
     model = load_checkpoint(ckpt, build_net(k, data.num_classes))

@@ -169,7 +169,7 @@ class SSLCheckpoint(TrackerCallback):
                  best_it:int=-1, # iteration of the best value so far
                  latest_fname:str='latest_model.pth', best_fname:str='model_best.pth'):
         super().__init__(monitor=monitor, comp=comp, reset_on_fit=best is None)
-        self.best, self.best_it, self.path, self.latest_fname, self.best_fname = best, best_it, Path(path), latest_fname, best_fname
+        self.best, self.best_it, self.folder, self.latest_fname, self.best_fname = best, best_it, Path(path), latest_fname, best_fname
 
     def before_fit(self):
         if self.monitor not in self.recorder.metric_names[1:]:
@@ -181,12 +181,12 @@ class SSLCheckpoint(TrackerCallback):
         self.new_best = val is not None and math.isfinite(val) and bool(self.comp(val - self.min_delta, self.best))
         if self.new_best: self.best, self.best_it = float(val), self.learn.iteration
         if not is_main_process(): return
-        run = getattr(self.learn, 'run_folder', None)
-        if run is not None: self.path = run.publish()
+        run = getattr(self.learn, 'run_folder', None)  # a new run's folder appears with its first checkpoint
+        folder = Path(run.publish()) if run is not None else self.folder
         st = ssl_state(self.learn, best_eval_acc=float(self.best), best_it=int(self.best_it),
                        num_eval_iter=int(getattr(self.learn, 'num_eval_iter', 0)))
-        save_checkpoint(self.path/self.latest_fname, **st)
-        if self.new_best: save_checkpoint(self.path/self.best_fname, **st)
+        save_checkpoint(folder/self.latest_fname, **st)
+        if self.new_best: save_checkpoint(folder/self.best_fname, **st)
 
 # %% ../nbs/08_checkpoint.ipynb #e5fef12f
 def _regroup(sd:dict, opt)->dict:

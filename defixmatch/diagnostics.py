@@ -113,8 +113,8 @@ class AdaptiveLambda(Callback):
     def __init__(self, every:int=16, # steps between updates of λ
                  beta:float=0.9, # weight of the past in the moving average of the estimates
                  lo:float=0., # smallest λ
-                 hi:float|None=None, # largest λ; None: ½ with the modified loss of a debiased method, else `max_lambda`
-                 max_lambda:float=10., # largest λ when `hi` is None and ½ does not apply
+                 hi:float|None=None, # largest λ; None: where the risk stays bounded below (see above), else `max_lambda`
+                 max_lambda:float=10., # largest λ when `hi` is None and the risk is bounded for every λ
                  h_all_data:bool|None=None, # eq. 49 (True) or eq. 23 (False); None: read from `dls`
                 ):
         if int(every) != every or every < 1: raise ValueError(f"every must be a positive integer, got {every}")
@@ -129,7 +129,9 @@ class AdaptiveLambda(Callback):
         if 'lambda_u' not in m.hypers: raise ValueError(f"{type(m).__name__} has no schedulable lambda_u")
         sched = [cb for cb in self.learn.cbs if type(cb).__name__ == 'ParamScheduler' and 'lambda_u' in cb.scheds]
         if sched: raise ValueError("AdaptiveLambda and a ParamScheduler of lambda_u cannot be used together")
-        self.top = self.hi if self.hi is not None else 0.5 if m.modified else self.max_lambda
+        from defixmatch.methods import FixMatch, PseudoLabel  # H a cross-entropy: the debiased risk can be unbounded below
+        ce = isinstance(m, (FixMatch, PseudoLabel))
+        self.top = self.hi if self.hi is not None else (0.5 if m.modified else 1.) if ce else self.max_lambda
         if not self.lo <= self.top: raise ValueError(f"lo ({self.lo}) must be <= hi ({self.top})")
         self.all_data = h_on_all_data(self.dls, self.h_all_data)
         self.avg, self._lam = None, []

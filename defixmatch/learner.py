@@ -120,6 +120,7 @@ def ssl_learner(dls, # `DataLoaders` from `ssl_dataloaders`: training batches `(
                 ema_m:float=0.999, # EMA decay of the evaluation model
                 save_dir:str|Path|None='saved_models', # folder of the runs; None: no log or checkpoint files
                 save_name:str|None=None, # run name (subfolder of `save_dir`); None: the method's name
+                overwrite:bool=False, # let a new run replace an existing run folder (when its first checkpoint is written)
                 amp:str|None=None, # None, 'fp16' or 'bf16'
                 num_classes:int|None=None, # classes for the metrics; None: `model.num_classes` or the logits' width
                 metrics:list|None=None, # fastai metrics; None: `ssl_metrics(num_classes)`
@@ -143,7 +144,7 @@ def ssl_learner(dls, # `DataLoaders` from `ssl_dataloaders`: training batches `(
     learn = Learner(dls, model, loss_func=CrossEntropyLossFlat(), opt_func=partial(sgd_nesterov, mom=momentum, wd=wd),
                     lr=lr, splitter=ssl_splitter, metrics=metrics, cbs=callbacks + list(L(cbs)),
                     path=save_path if save_path is not None else Path('.'), **kwargs)
-    learn.save_path, learn.monitor = save_path, monitor
+    learn.save_path, learn.monitor, learn.overwrite = save_path, monitor, overwrite
     return learn
 
 # %% ../nbs/09_learner.ipynb #3381259d
@@ -182,10 +183,20 @@ def fit_ssl(self:Learner, num_train_iter:int, # K: total training iterations (fr
     self.num_eval_iter = N
     fit_cbs = [SSLIterations(K, N, start), ParamScheduler({'lr': SchedCosFixMatch(self.lr)}),
                SSLLogger(), StopOnNonFinite()]
+    own = None
     if save_path is not None and is_main_process():
-        if start > 0: trim_log(save_path/'log.csv', start)
+        run = getattr(self, 'run_folder', None)
+        if run is None:  # claim the run folder for this fit: new (staged) from iteration 0, else continued in place
+            run = own = RunFolder(save_path.parent, save_path.name, overwrite=getattr(self, 'overwrite', False),
+                                  resume=start > 0).claim()
+            self.run_folder = run
+        folder = run.path
+        if start > 0: trim_log(folder/'log.csv', start)
         fit_cbs.append(SSLCSVLogger(fname='log.csv', append=start > 0))
-        fit_cbs.append(SSLCheckpoint(save_path, monitor=getattr(self, 'monitor', 'top1_acc'), best=best, best_it=best_it))
-        if has_tensorboard(): fit_cbs.append(SSLTensorBoard(save_path/'tensorboard'))
-    self.fit(math.ceil((K - start) / N), cbs=fit_cbs + list(L(cbs)))
+        fit_cbs.append(SSLCheckpoint(folder, monitor=getattr(self, 'monitor', 'top1_acc'), best=best, best_it=best_it))
+        if has_tensorboard(): fit_cbs.append(SSLTensorBoard(folder/'tensorboard'))
+        self.path = folder  # where fastai's CSV logger writes
+    try: self.fit(math.ceil((K - start) / N), cbs=fit_cbs + list(L(cbs)))
+    finally:
+        if own is not None: own.release(); self.run_folder = None; self.path = save_path
     if getattr(self, 'nonfinite', None): raise FloatingPointError(self.nonfinite)

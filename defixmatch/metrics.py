@@ -12,10 +12,8 @@ __all__ = ['accuracy', 'top_k_accuracy', 'cross_entropy', 'calibration_bins', 'e
 # %% ../nbs/06_metrics.ipynb #3e0d27ee
 from typing import Mapping, Sequence
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-import seaborn as sns
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -186,6 +184,7 @@ def reliability_diagram(logits:Tensor, # N x C logits (or probabilities, see `fr
                         title:str|None=None, # axes title; default shows the ECE
                        ):
     "Bar chart of per-bin accuracy against confidence, with the gap to the diagonal; returns the axes."
+    import matplotlib.pyplot as plt  # plotting libraries load only where plots are drawn
     tab = calibration_bins(logits, targets, n_bins, from_logits)
     if ax is None: _, ax = plt.subplots(figsize=(4, 4))
     w = 1 / n_bins
@@ -211,6 +210,7 @@ def per_class_accuracy_chart(per_class_acc, # one sequence of per-class accuraci
                              ylim:tuple|None=None, # y-axis limits; default from the data
                             ):
     "Grouped bar chart (seaborn) of per-class accuracy for one or several methods; returns the axes."
+    import matplotlib.pyplot as plt, seaborn as sns  # plotting libraries load only where plots are drawn
     data = dict(per_class_acc) if isinstance(per_class_acc, Mapping) else {'accuracy': per_class_acc}
     data = {k: (v.detach().cpu().double().numpy() if isinstance(v, Tensor) else np.asarray(v, dtype=float)).reshape(-1)
             for k, v in data.items()}

@@ -1,5 +1,5 @@
 "Reliability of `defixmatch-train`: SIGKILL then --resume, corrupt checkpoints, seeded reproducibility."
-import json, os, signal, subprocess, sys, time
+import json, os, re, signal, subprocess, sys, time
 from pathlib import Path
 import pandas as pd
 import pytest, torch
@@ -67,9 +67,9 @@ def test_sigkill_then_resume_reaches_the_same_end(tmp_path):
     assert abs(ra['acc'] - rb['acc']) < 1e-9
 
 def test_corrupt_or_truncated_checkpoint_gives_a_clear_error(tmp_path):
-    from defixmatch.eval import build_model
+    from defixmatch.models import get_model
     good = tmp_path/'good.pth'
-    m = build_model('LeNet', 10)
+    m = get_model('LeNet', 10, in_channels=3, img_size=32)
     torch.save({'train_model': m.state_dict(), 'eval_model': m.state_dict(), 'it': 10}, good)
     data = good.read_bytes()
     (tmp_path/'truncated.pth').write_bytes(data[:len(data) // 2])
@@ -108,3 +108,102 @@ def test_same_seed_same_split_and_first_batches(tmp_path):
     a, b = probe(), probe()
     assert len(a) == 4 and a == b        # seed 0 then seed 1, in two separate processes
     assert a[0] != a[2] and a[1] != a[3]  # the other seed gives another split and other batches
+
+# ---------------------------------------------------------------- run folders: ownership, failed starts, full disk
+def _wait_for(cond, p, what, timeout=300):
+    t0 = time.time()
+    while not cond():
+        if p.poll() is not None: pytest.fail(f"the run ended before {what}: {p.stderr.read().decode()[-2000:]}")
+        if time.time() - t0 > timeout: pytest.fail(f"no {what} after {timeout} s")
+        time.sleep(0.05)
+
+def test_a_live_run_owns_its_folder(tmp_path):
+    "A second run into the folder of a live run is refused in one line, with or without --overwrite; the first is unharmed."
+    env = dict(os.environ, OMP_NUM_THREADS='1')
+    K2 = 4 * K   # long enough for the two refused commands to run meanwhile
+    p = subprocess.Popen(_cmd('--save_dir', tmp_path, '--num_train_iter', K2), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    try:
+        _wait_for(lambda: (tmp_path/f'.{RUN}.lock').exists(), p, 'lock')
+        for extra in ([], ['--overwrite']):
+            res = cli('train', *SMALL, '--save_dir', tmp_path, *extra)
+            assert_one_line_error(res, RUN, 'in use by another run', f'process {p.pid}', code=2)
+        out, err = p.communicate(timeout=600)
+    finally:
+        if p.poll() is None: p.kill(); p.wait()
+    assert p.returncode == 0, err.decode()[-2000:]
+    assert sorted(f.name for f in tmp_path.iterdir()) == [RUN]   # no lock, no staging folder left
+    cfg = json.loads((tmp_path/RUN/'config.json').read_text())
+    assert cfg['overwrite'] is False and _ckpt_it(tmp_path/RUN/'latest_model.pth') == K2
+    assert pd.read_csv(tmp_path/RUN/'log.csv')['iter'].tolist() == list(range(N, K2 + 1, N))
+
+def test_a_killed_run_leaves_no_stuck_lock(tmp_path):
+    env = dict(os.environ, OMP_NUM_THREADS='1')
+    p = subprocess.Popen(_cmd('--save_dir', tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    try: _wait_for(lambda: (tmp_path/RUN/'latest_model.pth').exists(), p, 'checkpoint')
+    finally:
+        if p.poll() is None: os.kill(p.pid, signal.SIGKILL)
+        p.wait()
+    latest = tmp_path/RUN/'latest_model.pth'
+    res = cli('train', *SMALL, '--save_dir', tmp_path, '--resume', '--load_path', tmp_path/RUN)   # a run folder: its latest
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert re.search(r'resuming from iteration \d+ of ', res.stderr), res.stderr
+    assert _ckpt_it(latest) == K and sorted(f.name for f in tmp_path.iterdir()) == [RUN]
+
+@pytest.mark.parametrize('flags, fragment', [(['--net', 'ResNet50'], '--net'), (['--lr', '-1'], '--lr'),
+    (['--lr', 'nan'], '--lr'), (['--ulb_loss_ratio', 'nan'], '--ulb_loss_ratio'), (['--depth', '11', '--net', 'WideResNet'], '--depth'),
+    (['--num_labels', '1e2'], '--num_labels'), (['--load_path', 'x.pth'], '--resume')])
+def test_bad_flags_fail_at_once_and_create_nothing(tmp_path, flags, fragment):
+    t0 = time.time()
+    res = cli('train', *SMALL, '--save_dir', tmp_path/'runs', *flags)
+    assert_one_line_error(res, fragment, code=2)
+    assert time.time() - t0 < 30 and not (tmp_path/'runs').exists()
+    # the corrected command is not blocked by anything the failed one left
+    assert cli('train', *SMALL, '--save_dir', tmp_path/'runs', '--dry_run').returncode == 0
+
+def test_nonfinite_stop_is_one_message_and_leaves_no_folder(tmp_path):
+    res = cli('train', *SMALL, '--lr', '1e6', '--save_dir', tmp_path/'runs')
+    assert_one_line_error(res, 'non-finite', 'no run folder was created', code=1)
+    assert res.stderr.count('non-finite') == 1, res.stderr
+    assert not (tmp_path/'runs').exists()
+
+def test_overwrite_killed_before_its_first_checkpoint_keeps_the_old_run(tmp_path):
+    old = cli('train', *SMALL, '--num_train_iter', 20, '--save_dir', tmp_path)
+    assert old.returncode == 0, old.stderr[-2000:]
+    before = {f.name: f.read_bytes() for f in (tmp_path/RUN).iterdir() if f.is_file()}
+    env = dict(os.environ, OMP_NUM_THREADS='1')
+    # first checkpoint of the new run only at iteration 60: kill it once its configuration is written
+    p = subprocess.Popen(_cmd('--save_dir', tmp_path, '--overwrite', '--num_eval_iter', K, '--lr', 0.01),
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    try: _wait_for(lambda: any((d/'config.json').exists() for d in tmp_path.glob(f'.{RUN}.staging-*')), p, 'staging config')
+    finally:
+        if p.poll() is None: os.kill(p.pid, signal.SIGKILL)
+        p.wait()
+    assert {f.name: f.read_bytes() for f in (tmp_path/RUN).iterdir() if f.is_file()} == before   # whole, byte for byte
+    from defixmatch.runs import RunFolder
+    with RunFolder(tmp_path, RUN, resume=True): pass   # the next claim: no stuck lock, the dead staging folder removed
+    assert sorted(f.name for f in tmp_path.iterdir()) == [RUN]
+
+def _mount_tmpfs(path, size):
+    path.mkdir()
+    res = subprocess.run(['mount', '-t', 'tmpfs', '-o', f'size={size}', 'tmpfs', str(path)], capture_output=True, text=True)
+    return res.returncode == 0
+
+def test_full_disk_is_one_line_and_earlier_checkpoints_stay_readable(tmp_path):
+    disk = tmp_path/'small_disk'
+    if not _mount_tmpfs(disk, '1600k'):
+        print("skipped: a small disk needs permission to mount a tmpfs"); pytest.skip("cannot mount a tmpfs")
+    try:
+        res = cli('train', *SMALL, '--save_dir', disk)
+        assert_one_line_error(res, 'disk full', str(disk/RUN), code=1)
+        assert _ckpt_it(disk/RUN/'latest_model.pth') >= N   # the checkpoint written before the disk filled up
+    finally: subprocess.run(['umount', str(disk)])
+
+def test_resume_with_other_method_dataset_or_net_is_refused(tmp_path):
+    res = cli('train', *SMALL, '--num_train_iter', 10, '--save_dir', tmp_path)
+    assert res.returncode == 0, res.stderr[-2000:]
+    ck = tmp_path/RUN/'latest_model.pth'
+    for flags, frag in ((['--method', 'fixmatch'], '--method defixmatch'), (['--net', 'SmallCNN'], '--net LeNet')):
+        res = cli('train', *SMALL, *flags, '--save_dir', tmp_path, '--resume', '--load_path', ck, '--overwrite')
+        assert_one_line_error(res, frag, code=2)
+    res = cli('train', *SMALL, '--num_train_iter', 10, '--save_dir', tmp_path, '--resume', '--load_path', ck)
+    assert_one_line_error(res, 'already the end', code=2)
