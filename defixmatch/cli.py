@@ -166,7 +166,8 @@ def evaluate_checkpoint(load_path, # checkpoint: the reference's format, this pa
     "Evaluate `load_path` on the test set: metrics dict plus `logits`, `targets`, `classes` and the settings used."
     load_path = checkpoint_in(load_path)
     import torch
-    from defixmatch.models import get_model, load_checkpoint, read_checkpoint
+    from defixmatch.models import get_model
+    from defixmatch.checkpoint import load_checkpoint, read_checkpoint
     from defixmatch.data import load_dataset
     read_checkpoint(load_path)  # a corrupt file fails here, before the data are loaded
     given = dict(dataset=dataset, num_classes=num_classes, data_dir=data_dir, net=net, depth=depth,

@@ -1,4 +1,4 @@
-"""Accuracy, top-5, cross-entropy, calibration error, per-class and worst-class accuracy, the benefit ratio, their plots, and fastai metrics for the training loop.
+"""Accuracy, top-5, cross-entropy, calibration error, per-class and worst-class accuracy, the benefit ratio, and their plots.
 
 Docs: https://defixmatch.github.io/defixmatch/metrics.html.md"""
 
@@ -7,7 +7,7 @@ Docs: https://defixmatch.github.io/defixmatch/metrics.html.md"""
 # %% auto #0
 __all__ = ['accuracy', 'top_k_accuracy', 'cross_entropy', 'calibration_bins', 'expected_calibration_error', 'per_class_accuracy',
            'worst_class_accuracy', 'benefit_ratio', 'evaluation_metrics', 'reliability_diagram',
-           'per_class_accuracy_chart', 'ECE', 'WorstClassAccuracy']
+           'per_class_accuracy_chart']
 
 # %% ../nbs/06_metrics.ipynb #3e0d27ee
 from typing import Mapping, Sequence
@@ -17,7 +17,6 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from fastai.learner import Metric
 
 # %% ../nbs/06_metrics.ipynb #9fe6947b
 def _check_preds(logits, targets, name:str='logits'):
@@ -230,40 +229,3 @@ def per_class_accuracy_chart(per_class_acc, # one sequence of per-class accuraci
     ax.tick_params(axis='x', labelrotation=45)
     if len(data) > 1: ax.legend(fontsize='small', ncol=len(data))
     return ax
-
-# %% ../nbs/06_metrics.ipynb #5fbffb4c
-class ECE(Metric):
-    "fastai metric: expected calibration error over the validation set, from the model's logits."
-    def __init__(self, n_bins:int=15): self.n_bins = n_bins; self.reset()
-    def reset(self): self.stats = None
-    def accumulate(self, learn):
-        conf, correct = _confidences(learn.pred, learn.yb[0], from_logits=True)
-        s = _bin_stats(conf.cpu(), correct.cpu(), self.n_bins)
-        self.stats = s if self.stats is None else tuple(a + b for a, b in zip(self.stats, s))
-    @property
-    def value(self): return None if self.stats is None else _ece_from_stats(*self.stats).item()
-    @property
-    def name(self): return 'ece'
-
-class WorstClassAccuracy(Metric):
-    "fastai metric: lowest per-class accuracy over the validation set (classes absent from it are ignored)."
-    def __init__(self, num_classes:int|None=None): self.num_classes = num_classes; self.reset()
-    def reset(self): self.total = self.right = None
-    def accumulate(self, learn):
-        pred, y = learn.pred.detach(), learn.yb[0].detach()
-        C = self.num_classes or pred.shape[1]
-        p = pred.argmax(1).cpu().long(); y = y.cpu().long()
-        total, right = torch.bincount(y, minlength=C), torch.bincount(y[p == y], minlength=C)
-        if self.total is None: self.total, self.right = total, right
-        else: self.total, self.right = self.total + total, self.right + right
-    @property
-    def per_class(self)->Tensor:
-        "Per-class accuracy accumulated so far (NaN for classes not seen)."
-        return torch.where(self.total > 0, self.right / self.total.clamp(min=1), torch.tensor(float('nan')))
-    @property
-    def value(self):
-        if self.total is None: return None
-        pc = self.per_class
-        return pc[~pc.isnan()].min().item()
-    @property
-    def name(self): return 'worst_class_acc'

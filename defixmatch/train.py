@@ -224,8 +224,10 @@ def resolve_args(argv:list|None=None, # command-line arguments (default: `sys.ar
     if args.num_workers < 0: raise CLIError(f"--num_workers must be >= 0, got {args.num_workers}")
     if args.num_classes is not None and args.num_labels % args.num_classes:
         raise CLIError(f"--num_labels {args.num_labels} is not a multiple of --num_classes {args.num_classes}")
-    if not 0 <= args.p_cutoff <= 1: raise CLIError(f"--p_cutoff must be in [0, 1], got {args.p_cutoff}")
-    if args.T <= 0: raise CLIError(f"--T must be > 0, got {args.T}")
+    from defixmatch.methods import check_hyper  # the one place that says what a hyper-parameter must be
+    for k in ('p_cutoff', 'T'):
+        try: check_hyper(k, getattr(args, k))
+        except ValueError as e: raise CLIError(f"--{e}") from None
     if not 0 <= args.ema_m < 1: raise CLIError(f"--ema_m must be in [0, 1), got {args.ema_m}")
     if args.train_sampler != 'RandomSampler':
         raise CLIError(f"--train_sampler: only RandomSampler is supported, got {args.train_sampler!r}")
@@ -384,7 +386,8 @@ def train(args, # from `resolve_args`
     learn = build_learner(args, dls, acc, path=run.path if main else None)
     learn.run_folder = run if main else None  # the checkpoint callback publishes the folder before its first write
     if args.resume:  # a checkpoint of another network fails here with one line, before any training
-        from defixmatch.models import load_checkpoint, get_model
+        from defixmatch.models import get_model
+        from defixmatch.checkpoint import load_checkpoint
         ck = load_checkpoint(args.load_path, get_model(args.net, args.num_classes, **net_options(
             args.net, args.depth, args.widen_factor, args.leaky_slope, args.dropout)), use_train_model=True)
         if main: _log(f"resuming from iteration {args.resume_iter} of {args.load_path}")
@@ -461,7 +464,7 @@ def _child_error(e) -> tuple[str, int]:
 
 def _check_checkpoint(args):
     "Read `--load_path` before anything is created: a corrupt file, or a run already at its end, is one line."
-    from defixmatch.models import read_checkpoint
+    from defixmatch.checkpoint import read_checkpoint
     args.resume_iter = int(read_checkpoint(args.load_path).get('it', 0))
     if args.resume_iter >= args.num_train_iter:
         raise CLIError(f"--resume: {args.load_path} is at iteration {args.resume_iter}, already the end of "

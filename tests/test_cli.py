@@ -279,7 +279,8 @@ def test_eval_default_load_path_is_what_training_writes():
     assert Path(get_parser().parse_args([]).load_path) == Path(resolve_args([]).save_path)/'model_best.pth'
 
 def test_eval_reads_a_run_folder_and_warns_about_missing_test_classes(tmp_path):
-    from defixmatch.models import get_model, save_checkpoint
+    from defixmatch.models import get_model
+    from defixmatch.checkpoint import save_checkpoint
     ds = _image_folder(tmp_path/'pets', ['cat', 'dog', 'eel'], ['cat', 'dog'])
     run = tmp_path/'run'
     save_checkpoint(run/'latest_model.pth', eval_model=get_model('SmallCNN', 3), it=5)

@@ -15,7 +15,7 @@ RUN = 'Dedigits_100_0.5_0'
 def _cmd(*args): return [sys.executable, '-m', 'defixmatch.train', *map(str, SMALL), *map(str, args)]
 
 def _ckpt_it(path):
-    from defixmatch.models import read_checkpoint
+    from defixmatch.checkpoint import read_checkpoint
     return int(read_checkpoint(path)['it'])
 
 def test_sigkill_then_resume_reaches_the_same_end(tmp_path):
@@ -58,7 +58,7 @@ def test_sigkill_then_resume_reaches_the_same_end(tmp_path):
     res = cli('train', *SMALL, '--save_dir', full_dir)
     assert res.returncode == 0, res.stderr[-3000:]
     assert _ckpt_it(full_dir/RUN/'latest_model.pth') == K
-    from defixmatch.models import read_checkpoint
+    from defixmatch.checkpoint import read_checkpoint
     a, b = read_checkpoint(latest), read_checkpoint(full_dir/RUN/'latest_model.pth')
     for k in ('train_model', 'eval_model'):
         for n in a[k]: torch.testing.assert_close(a[k][n], b[k][n], rtol=1e-4, atol=1e-5, msg=f'{k}.{n}')
@@ -78,7 +78,7 @@ def test_corrupt_or_truncated_checkpoint_gives_a_clear_error(tmp_path):
     assert_one_line_error(res, 'truncated.pth', code=1)
     res = cli('eval', '--load_path', tmp_path/'garbage.pth', '--dataset', 'digits', '--net', 'LeNet')
     assert_one_line_error(res, 'garbage.pth', code=1)
-    from defixmatch.models import read_checkpoint
+    from defixmatch.checkpoint import read_checkpoint
     for bad in ('truncated.pth', 'garbage.pth'):
         with pytest.raises(ValueError, match=bad): read_checkpoint(tmp_path/bad)
     res = cli('train', *SMALL, '--save_dir', tmp_path/'runs', '--resume', '--load_path', tmp_path/'absent.pth')
