@@ -300,8 +300,9 @@ def split_labeled(targets, # class of every training example (list, array or ten
                   num_classes:int, # number of classes: num_labels / num_classes labelled examples per class
                   seed:int=0, # the same seed gives the same split in every process
                   include_labeled_in_unlabeled:bool=True, # unlabelled set = the whole training set (else the rest)
+                  balanced:bool=True, # num_labels / num_classes per class; False: a uniform draw from all examples
                  )->tuple: # (lb_idx, ulb_idx): sorted int64 tensors of training indices
-    "Balanced labelled/unlabelled split of the training set"
+    "Labelled/unlabelled split of the training set, balanced over classes by default"
     y = targets.detach().cpu() if isinstance(targets, Tensor) else np.asarray(targets)
     if y.ndim != 1: raise ValueError(f"targets must be 1-D (one class per example), got shape {tuple(y.shape)}")
     if isinstance(y, Tensor): integer = not (y.is_floating_point() or y.is_complex() or y.dtype == torch.bool)
@@ -312,16 +313,19 @@ def split_labeled(targets, # class of every training example (list, array or ten
     if num_classes < 1: raise ValueError(f"num_classes must be >= 1, got {num_classes}")
     if num_labels <= 0: raise ValueError(f"num_labels must be positive, got {num_labels}")
     if num_labels > n: raise ValueError(f"num_labels ({num_labels}) exceeds the training set ({n} examples)")
-    if num_labels % num_classes:
+    if balanced and num_labels % num_classes:
         raise ValueError(f"num_labels ({num_labels}) must be a multiple of num_classes ({num_classes})")
     if y.min() < 0 or y.max() >= num_classes:
         raise ValueError(f"targets must lie in [0, {num_classes}) (num_classes={num_classes}), got values in [{y.min()}, {y.max()}]")
     k, g = num_labels // num_classes, torch.Generator().manual_seed(seed)
-    counts = torch.bincount(y, minlength=num_classes)
-    short = (counts < k).nonzero().flatten().tolist()
-    if short:
-        raise ValueError(f"num_labels ({num_labels}) needs {k} examples per class, but class(es) {short} have only {counts[short].tolist()}")
-    lb = torch.cat([(y == c).nonzero().flatten()[torch.randperm(int(counts[c]), generator=g)[:k]] for c in range(num_classes)])
+    if balanced:
+        counts = torch.bincount(y, minlength=num_classes)
+        short = (counts < k).nonzero().flatten().tolist()
+        if short:
+            raise ValueError(f"num_labels ({num_labels}) needs {k} examples per class, but class(es) {short} have only "
+                             f"{counts[short].tolist()} (balanced=False draws the labelled set without regard to class)")
+        lb = torch.cat([(y == c).nonzero().flatten()[torch.randperm(int(counts[c]), generator=g)[:k]] for c in range(num_classes)])
+    else: lb = torch.randperm(n, generator=g)[:num_labels]
     lb = lb.sort().values
     if include_labeled_in_unlabeled: return lb, torch.arange(n)
     keep = torch.ones(n, dtype=torch.bool)
@@ -514,6 +518,7 @@ def ssl_dataloaders(data:SSLData, # from `load_dataset`
                     include_labeled_in_unlabeled:bool=True, # unlabelled set = the whole training set
                     views=VIEW_NAMES, # the views of every training image, in order (names from `VIEW_NAMES`)
                     device_augment:bool=False, # make the views on `device` (`DeviceAugment`) instead of in the loader
+                    balanced:bool=True, # labelled set balanced over classes (False: a uniform draw, see `split_labeled`)
                    )->SSLDataLoaders:
     "fastai `DataLoaders`: `.train` yields `(x, y_lb)` (every image under each view), `.valid` the normalised test set"
     for k, v in dict(batch_size=batch_size, uratio=uratio, n_iter=n_iter, eval_batch_size=eval_batch_size, world_size=world_size).items():
@@ -527,7 +532,7 @@ def ssl_dataloaders(data:SSLData, # from `load_dataset`
         raise ValueError(f"num_labels ({num_labels}) leaves no unlabelled examples: the training set has {len(data.train_y)} "
                          "and include_labeled_in_unlabeled=False")
     lb_idx, ulb_idx = split_labeled(data.train_y, num_labels, data.num_classes, seed if split_seed is None else split_seed,
-                                    include_labeled_in_unlabeled)
+                                    include_labeled_in_unlabeled, balanced)
     device = torch.device(device if device is not None else 'cuda' if torch.cuda.is_available() else 'cpu')
     pin = device.type == 'cuda' and torch.cuda.is_available()
     tfms = dict(weak=weak_transform(data.mean, data.std, data.hflip), strong=strong_transform(data.mean, data.std, data.hflip))
