@@ -176,6 +176,9 @@ def SSLTensorBoard(log_dir, # folder of the event files
     from fastai.callback.tensorboard import TensorBoardCallback
     class _SSLTensorBoard(TensorBoardCallback):
         def after_batch(self): pass  # no per-step writes: they read the loss from the device at every step
+        def after_epoch(self):
+            super().after_epoch()
+            self.writer.flush()  # written before a checkpoint moves the run folder (defixmatch.runs)
     return _SSLTensorBoard(log_dir, trace_model=False, log_preds=False)
 
 # %% ../nbs/07_callbacks.ipynb #85ee47d5
