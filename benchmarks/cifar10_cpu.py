@@ -231,15 +231,13 @@ def run_one(data, k:dict, save_dir:Path, until:int|None, threads:int)->dict|None
     torch.manual_seed(k['seed'])
     learn = ssl_learner(dls, build_net(k, data.num_classes), k['risk'],
                         lambda_u=None if k['risk'] == 'complete_case' else k['lambda_u'], ema_m=k['ema_m'],
-                        save_dir=save_dir, save_name=run_name(k))
+                        save_dir=save_dir, save_name=run_name(k), overwrite=True)  # a folder without a checkpoint: start afresh
     run_dir = learn.save_path
-    run_dir.mkdir(parents=True, exist_ok=True)
     ckpt = run_dir/'latest_model.pth'
     resume = ckpt.exists()
     if resume:
         it0 = int(json.loads((run_dir/'time.json').read_text())['it']) if (run_dir/'time.json').exists() else None
         print(f"{k['method']:>14} resuming from {ckpt} (iteration {it0 if it0 is not None else '?'})", flush=True)
-    elif (run_dir/'log.csv').exists(): (run_dir/'log.csv').unlink()  # a log without a checkpoint: start afresh
     clock = run_clock(run_dir, K, until, k['method'])
     status = 'ok'
     with learn.no_bar(), learn.no_logging(), warnings.catch_warnings():

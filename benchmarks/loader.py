@@ -28,11 +28,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from step_overhead import PlainStep, make_pair, synthetic_data, sync, NETS
 from workspace import cifar10_tarball, untar_slice
 
-def split_views(b, dl):
-    "The loader's batch `(x, y_lb)` as `(x_lb_w, x_lb_s, x_ulb_w, x_ulb_s, y_lb)` (default views)"
-    x, y = b
-    return (*x.split([dl.bs, dl.bs, dl.ubs, dl.ubs]), y)
-
 def loader_rate(dls, n_steps:int, warmup:int=2)->float:
     "Steps per second that `dls.train` delivers on its own (after `warmup` steps), moving batches to its device."
     it = iter(dls.train)
@@ -53,16 +48,16 @@ def fed_vs_compute(net, data, batch_size, uratio, workers, device, blocks, block
     "Median time per step of `PlainStep` fed by the loader and on pre-made batches, interleaved block by block."
     n = (blocks + 1) * block
     dls = make_dls(data, batch_size, uratio, n + 4, workers, device)
-    batches = [split_views(b, dls.train) for b in make_dls(data, batch_size, uratio, 4, 0, device).train]
+    batches = list(make_dls(data, batch_size, uratio, 4, 0, device).train)
     m_fed, m_pre = make_pair(net, data.num_classes, device, channels_last)
     fed = PlainStep(m_fed, num_train_iter=n, amp=amp, channels_last=channels_last)
     pre = PlainStep(m_pre, num_train_iter=n, amp=amp, channels_last=channels_last)
     it = iter(dls.train)
-    for _ in range(2): fed(*split_views(next(it), dls.train)); pre(*batches[0])      # warm-up (and the workers' first batches)
+    for _ in range(2): fed(*next(it)); pre(*batches[0])      # warm-up (and the workers' first batches)
     t_fed, t_pre = [], []
     for k in range(blocks + 1):
         sync(device); t = time.perf_counter()
-        for _ in range(block): fed(*split_views(next(it), dls.train))
+        for _ in range(block): fed(*next(it))
         sync(device); t_fed.append((time.perf_counter() - t) / block)
         t = time.perf_counter()
         for i in range(block): pre(*batches[i % len(batches)])

@@ -112,9 +112,9 @@ def test_ssl_loop_two_ranks_same_labels_other_unlabelled_union_gradient(tmp_path
     union = torch.cat([torch.cat([parts[0][i], parts[1][i]]) for i in range(4)])
     y = torch.cat([r[0]['y'], r[1]['y']])
     learn.model.train()
-    loss = learn.loss_func(learn.model(union), y)
+    loss = learn.ssl_method.loss(learn.model(union), y)
     loss.backward()
-    assert float(learn.loss_func.last[1]) > 0 and float(learn.loss_func.last[2]) > 0   # the unlabelled and debiasing terms took part
+    assert float(learn.ssl_method.last[1]) > 0 and float(learn.ssl_method.last[2]) > 0   # the unlabelled and debiasing terms took part
     for k, p in learn.model.named_parameters():
         torch.testing.assert_close(r[0]['grads'][k], p.grad, rtol=1e-4, atol=1e-6)
 
