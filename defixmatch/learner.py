@@ -31,6 +31,7 @@ from .callbacks import (SchedCosFixMatch, SSLIterations, EMACallback, ssl_metric
                                   SSLTensorBoard, has_tensorboard, StopOnNonFinite)
 from .checkpoint import SSLCheckpoint, load_ssl_checkpoint, trim_log
 from .distributed import is_main_process
+from .runs import RunFolder
 
 # %% ../nbs/09_learner.ipynb #b86686aa
 class ParamGroup(list):

@@ -142,8 +142,13 @@ def frozen_stats_forward(model:nn.Module, # the network (unwrapped from DDP)
 
 # %% ../nbs/01_losses.ipynb #100d216b
 def _unit(d:Tensor)->Tensor:
-    "`d` scaled to unit L2 norm per image (a zero row stays zero)."
-    return d / d.flatten(1).norm(dim=1).clamp_min(1e-30).view(-1, *([1] * (d.ndim - 1)))
+    "`d` scaled to unit L2 norm per image (a zero row stays zero), its largest entry brought to 1 first."
+    # a gradient of entries ~1e-23 has squares below float32's range: its norm would come out 0 and the "unit" vector
+    # huge; scaled by its largest entry first (as Miyato et al. do), the norm is at least 1
+    shape = (-1, *([1] * (d.ndim - 1)))
+    m = d.flatten(1).abs().amax(1).clamp_min(torch.finfo(d.dtype).tiny).view(shape)
+    d = d / m
+    return d / d.flatten(1).norm(dim=1).clamp_min(1e-30).view(shape)
 
 def _kl_rows(logp:Tensor, logq:Tensor)->Tensor: return (logp.exp() * (logp - logq)).sum(-1)
 

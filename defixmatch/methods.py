@@ -117,6 +117,7 @@ class SSLMethod(Callback):
 
     def before_fit(self):
         "Put `hypers` in the optimiser's groups, where `ParamScheduler` sets them."
+        self.after_train()  # a fit stopped by an exception during training leaves the swapped loss behind
         opt = self.learn.opt
         if opt is None: return  # `get_preds` and `predict` also start with `before_fit`, without an optimiser
         for k in self.hypers:
@@ -125,7 +126,9 @@ class SSLMethod(Callback):
                 opt.fwd_map.setdefault(k, k); opt.bwd_map.setdefault(k, k)
                 for pg in opt.opt.param_groups: pg[k] = v
             else: opt.set_hyper(k, v)
-    def before_train(self): self.old_lf, self.learn.loss_func = self.learn.loss_func, self.lf
+    def before_train(self):
+        if self.learn.loss_func != self.lf: self.old_lf = self.learn.loss_func
+        self.learn.loss_func = self.lf
     def after_train(self):
         if getattr(self, 'old_lf', None) is not None: self.learn.loss_func, self.old_lf = self.old_lf, None
     def after_cancel_train(self): self.after_train()
