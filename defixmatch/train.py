@@ -221,9 +221,9 @@ def _dataset_classes(ds:str) -> int:
 
 def _check_images(args):
     "`--img_size`: positive, 32 for the fixed-size datasets (CIFAR, SVHN), large enough for the LeNet."
-    from defixmatch.data import _FIXED_SIZE
+    from defixmatch.data import FIXED_SIZE_DATASETS
     if args.img_size < 1: raise CLIError(f"--img_size must be >= 1, got {args.img_size}")
-    if args.dataset in _FIXED_SIZE and args.img_size != 32:
+    if args.dataset in FIXED_SIZE_DATASETS and args.img_size != 32:
         raise CLIError(f"--img_size {args.img_size}: {args.dataset} images are 32 x 32 (--img_size applies to digits, "
                        "MedMNIST, .npz files and image folders)")
     if args.net == 'LeNet':
