@@ -64,12 +64,13 @@ def run_config(load_path, # a checkpoint file, or a run folder
 def net_options(net:str, # 'WideResNet', 'SmallCNN' or 'LeNet' (any case)
                 depth:int|None=None, widen_factor:int|None=None, leaky_slope:float|None=None,
                 dropout:float|None=None, bn_momentum:float|None=None, # WideResNet only; None: the network's default
+                img_size:int=32, # side of the images (the LeNet's dense layer depends on it)
                ) -> dict:
     "Keyword arguments of `get_model(net, num_classes, **...)` for the command-line flags."
     n = str(net).lower()
     if n == 'wideresnet': return dict(depth=depth, widen_factor=widen_factor, leaky_slope=leaky_slope,
                                       dropout=dropout, bn_momentum=bn_momentum)
-    if n == 'lenet': return dict(in_channels=3, img_size=32)
+    if n == 'lenet': return dict(in_channels=3, img_size=img_size)
     return {}
 
 # %% ../nbs/10_cli.ipynb #79c1a1a5
@@ -89,7 +90,7 @@ def warn_about_classes(data, # an `SSLData`: `name`, `classes`, `test_y`
 # %% ../nbs/10_cli.ipynb #ee8bdcec
 #: Defaults of the reference's evaluation script, for the flags a run's `config.json` may supply.
 EVAL_DEFAULTS = dict(dataset='cifar10', num_classes=None, net='WideResNet', depth=28, widen_factor=2,
-                     leaky_slope=0.1, dropout=0.0, data_dir='./data')
+                     leaky_slope=0.1, dropout=0.0, data_dir='./data', img_size=32, hflip=None)
 
 # %% ../nbs/10_cli.ipynb #ccc6e900
 def predict_logits(model, # `nn.Module`, # network in any mode (evaluated in eval mode)
@@ -162,6 +163,8 @@ def evaluate_checkpoint(load_path, # checkpoint: the reference's format, this pa
                         use_train_model:bool=False, # evaluate `train_model` instead of the EMA `eval_model`
                         batch_size:int=1024, device=None,
                         data=None, # an `SSLData` already loaded (its test set is used; `dataset` only names it)
+                        img_size:int|None=None, # side of the test images (default: the run's, else 32)
+                        hflip:bool|None=None, # `load_dataset`'s `hflip` (default: the run's, else the dataset's rule)
                        ) -> dict:
     "Evaluate `load_path` on the test set: metrics dict plus `logits`, `targets`, `classes` and the settings used."
     load_path = checkpoint_in(load_path)
@@ -171,18 +174,21 @@ def evaluate_checkpoint(load_path, # checkpoint: the reference's format, this pa
     from defixmatch.data import load_dataset
     read_checkpoint(load_path)  # a corrupt file fails here, before the data are loaded
     given = dict(dataset=dataset, num_classes=num_classes, data_dir=data_dir, net=net, depth=depth,
-                 widen_factor=widen_factor, leaky_slope=leaky_slope, dropout=dropout)
+                 widen_factor=widen_factor, leaky_slope=leaky_slope, dropout=dropout, img_size=img_size, hflip=hflip)
     cfg = run_config(load_path)
     s = {k: (v if v is not None else cfg.get(k, EVAL_DEFAULTS[k])) for k, v in given.items()}
     if data is None:
-        data = load_dataset(s['dataset'], data_dir=s['data_dir'], download=True)
+        data = load_dataset(s['dataset'], data_dir=s['data_dir'], download=True, hflip=s['hflip'], size=s['img_size'])
         warn_about_classes(data)
+    elif tuple(data.test_x.shape[-2:]) != (s['img_size'],) * 2:
+        raise ValueError(f"img_size {s['img_size']} does not match the {tuple(data.test_x.shape[-2:])} test images of {s['dataset']}")
     C = len(data.classes)
     if s['num_classes'] is None: s['num_classes'] = C
     elif s['num_classes'] != C:
         src = '--num_classes' if num_classes is not None else f"num_classes of {load_path.parent/CONFIG_NAME}"
         raise ValueError(f"{src} {s['num_classes']} does not match the {C} classes of {s['dataset']}")
-    model = get_model(s['net'], s['num_classes'], **net_options(s['net'], s['depth'], s['widen_factor'], s['leaky_slope'], s['dropout']))
+    model = get_model(s['net'], s['num_classes'], **net_options(s['net'], s['depth'], s['widen_factor'], s['leaky_slope'], s['dropout'],
+                                                                   img_size=s['img_size']))
     load_checkpoint(load_path, model, use_train_model=use_train_model)
     it = read_checkpoint(load_path).get('it')
     if device is None: device = 'cuda' if torch.cuda.is_available() else 'cpu'

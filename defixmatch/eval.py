@@ -37,7 +37,9 @@ def get_parser() -> argparse.ArgumentParser:
     a('--leaky_slope', type=float, default=None, help='WideResNet LeakyReLU slope (default 0.1)')
     a('--dropout', type=float, default=None, help='WideResNet dropout (default 0.0)')
     a('--data_dir', type=str, default=None, help='dataset folder (default ./data)')
-    a('--dataset', type=str, default=None, help='cifar10, cifar100, digits or an image folder (default cifar10)')
+    a('--dataset', type=str, default=None, help='cifar10, cifar100, svhn, svhn_extra, digits, a MedMNIST name, an image folder '
+      'or a MedMNIST-format .npz file (default cifar10)')
+    a('--img_size', type=int, default=None, help="side of the test images (default: the run's, else 32; CIFAR and SVHN: 32 only)")
     a('--num_classes', type=int, default=None, help="number of classes (default: the dataset's)")
     a('--num_workers', type=int, default=0, help='accepted for compatibility; the test set is read in memory')
     a('--json', type=str, default=None, metavar='PATH', help='also write the metrics as JSON to PATH (- for stdout)')
@@ -71,10 +73,11 @@ def main(argv:list|None=None):
     args = get_parser().parse_args(argv)
     try:
         if args.batch_size < 1: raise ValueError(f"--batch_size must be >= 1, got {args.batch_size}")
+        if args.img_size is not None and args.img_size < 1: raise ValueError(f"--img_size must be >= 1, got {args.img_size}")
         dev = 'cpu' if args.cpu or not torch.cuda.is_available() else 'cuda'
         out = evaluate_checkpoint(args.load_path, args.dataset, args.num_classes, args.data_dir, args.net,
                                   args.depth, args.widen_factor, args.leaky_slope, args.dropout,
-                                  args.use_train_model, args.batch_size, dev)
+                                  args.use_train_model, args.batch_size, dev, img_size=args.img_size)
         m, s = out['metrics'], out['settings']
         print(format_report(m, out['classes'], report_header(s)))
         if args.json:

@@ -302,3 +302,36 @@ def test_train_refuses_a_single_class_folder(tmp_path):
     res = cli('train', '--dataset', ds, '--num_labels', 2, '--save_dir', tmp_path/'runs')
     assert_one_line_error(res, 'at least 2', code=2)
     assert not (tmp_path/'runs').exists()
+
+# ---------------------------------------------------------------- a MedMNIST-format file at its own size
+def _medmnist_npz(path, n_classes=2, n_train=30, n_test=10, seed=0):
+    "A grey 28 x 28 .npz as the medmnist package writes it: {train,val,test}_images (N x 28 x 28), _labels (N x 1)."
+    import numpy as np
+    rng, arrays = np.random.default_rng(seed), {}
+    for split, n in (('train', n_train * n_classes), ('val', n_classes), ('test', n_test * n_classes)):
+        arrays[f'{split}_images'] = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
+        arrays[f'{split}_labels'] = (np.arange(n) % n_classes).astype(np.uint8)[:, None]
+    np.savez_compressed(path, **arrays)
+    return path
+
+def test_npz_run_at_28_pixels_unbalanced_then_eval(tmp_path):
+    "A .npz file trained at --img_size 28 with a uniform labelled draw; defixmatch-eval reads the run at 28 pixels."
+    ds = _medmnist_npz(tmp_path/'tinymed.npz')
+    res = cli('train', '--dataset', ds, '--img_size', 28, '--net', 'LeNet', '--num_train_iter', 4, '--num_eval_iter', 4,
+              '--batch_size', 4, '--uratio', 1, '--num_labels', 10, '--eval_batch_size', 20, '--balanced_labels', 'False',
+              '--save_dir', tmp_path/'runs', '--cpu', '--no-progress')
+    assert res.returncode == 0, res.stderr[-3000:]
+    run = tmp_path/'runs'/'tinymed_10_1.0_0'   # the file's stem names the run
+    cfg = json.loads((run/'config.json').read_text())
+    assert (cfg['img_size'], cfg['hflip'], cfg['balanced_labels'], cfg['num_classes']) == (28, None, False, 2)
+    rep = json.loads((run/'report.json').read_text())
+    assert (rep['iteration'], rep['n_test'], rep['img_size'], len(rep['per_class_acc'])) == (4, 20, 28, 2)
+    assert 'tinymed' in res.stdout and '20 images, 2 classes' in res.stdout and f"{100 * rep['acc']:6.2f} %" in res.stdout
+    # evaluation of the run folder alone: the 28-pixel test images of config.json, the same numbers
+    res2 = cli('eval', '--load_path', run/'latest_model.pth', '--cpu', '--json', '-')
+    assert res2.returncode == 0, res2.stderr
+    m = json.loads(res2.stdout[res2.stdout.index('{'):])
+    assert (m['img_size'], m['n_test'], m['dataset']) == (28, 20, str(ds))
+    assert abs(m['acc'] - rep['acc']) < 1e-9 and abs(m['ce'] - rep['ce']) < 1e-6
+    # at 32 pixels the LeNet of the run does not fit: one line, not a silently different network
+    assert_one_line_error(cli('eval', '--load_path', run, '--cpu', '--img_size', 32), 'does not fit', code=1)
