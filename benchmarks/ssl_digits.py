@@ -209,6 +209,23 @@ def time_views(data, cfg:dict, blocks:int=3, steps:int=60)->list:
     return rows
 
 
+def t_ci(x, level:float=0.95)->float:
+    "Half-width of the Student-t confidence interval of the mean of `x` (NaNs dropped; NaN for fewer than 2 values)."
+    import numpy as np
+    from scipy import stats
+    x = np.asarray(x, dtype=float); x = x[~np.isnan(x)]
+    return float(stats.t.ppf(0.5 + level / 2, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x))) if len(x) > 1 else float('nan')
+
+
+def paired(wide, a:str, b:str, metric:str)->dict:
+    """Seed-paired difference `a - b` of `metric` in `wide` (rows: seeds; columns: (metric, method)): its mean, 95%
+    t-interval, how many seeds are positive, and how many seeds it is taken over (seeds where both finished)."""
+    import numpy as np
+    d = (wide[(metric, a)] - wide[(metric, b)]).to_numpy(dtype=float)
+    d = d[~np.isnan(d)]
+    return dict(mean=float(d.mean()) if len(d) else float('nan'), ci=t_ci(d), pos=int((d > 0).sum()), n=len(d))
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--out', type=Path, default=None, help='folder of the result files (default benchmarks/results)')

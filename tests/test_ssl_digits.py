@@ -55,3 +55,14 @@ def test_quick_grid_rows_and_resume(tmp_path, capsys):
     side = json.loads((out/'ssl_digits_runs.json').read_text())
     assert [e['new_runs'] for e in side['invocations']] == [len(runs), 0]
     assert side['versions']['git_commit'] and side['budget']['iterations'] == 4
+
+
+def test_t_interval_and_paired_differences():
+    import math
+    import pandas as pd
+    bench = load_script()
+    assert math.isclose(bench.t_ci([1., 2., 3.]), 4.302652729911275 * 1 / math.sqrt(3))  # t_{0.975,2} s / sqrt(n)
+    assert math.isnan(bench.t_ci([1.])) and math.isclose(bench.t_ci([1., float('nan'), 3.]), 12.706204736174698 * math.sqrt(2) / math.sqrt(2))
+    wide = pd.DataFrame({('acc', 'a'): [0.9, 0.8, float('nan')], ('acc', 'b'): [0.7, 0.9, 0.5]})
+    p = bench.paired(wide, 'a', 'b', 'acc')  # the seed where a did not finish is left out
+    assert p['n'] == 2 and p['pos'] == 1 and math.isclose(p['mean'], 0.05)
