@@ -31,6 +31,7 @@ RESULTS = ROOT/'benchmarks'/'results'
 CONSISTENCY = ('pimodel', 'meanteacher', 'vat', 'vatentmin')
 DEBIASED = {'pimodel': 'depimodel', 'meanteacher': 'demeanteacher', 'vat': 'devat', 'vatentmin': 'vatdeentmin',
             'pseudolabel': 'depseudolabel'}
+METHODS_A = ('complete_case',) + tuple(m for c in CONSISTENCY for m in (c, DEBIASED[c]))
 # lambda of each consistency method (and VAT + EntMin's VAT weight), the same for its debiased version: chosen once on
 # a pilot run (seed 99, not one of the grid's seeds), see nbs/93_ssl_methods_digits.ipynb
 LAMBDA_A = {'pimodel': 20., 'meanteacher': 8., 'vat': 0.3, 'vatentmin': 0.1}
@@ -43,8 +44,8 @@ KEY = ('exp', 'method', 'lambda_u', 'lam_mode', 'noise', 'seed', 'iterations', '
 FIELDS = KEY + ('acc', 'ce', 'ece', 'worst_class_acc', 'per_class_acc', 'mask_ratio', 'unsup_share', 'lambda_end',
                 'status', 'stopped_at', 'wall_s', 'ms_per_step', 'finished')
 CURVE_FIELDS = KEY + ('iter', 'top1_acc', 'cross_entropy', 'ece', 'worst_class_acc', 'sup_loss', 'unsup_loss',
-                      'anti_unsup_loss', 'total_loss', 'mask_ratio', 'mask_ratio_lb', 'lambda_u', 'unsup_share',
-                      'train_loss')
+                      'anti_unsup_loss', 'total_loss', 'mask_ratio', 'mask_ratio_lb', 'lambda_logged', 'unsup_share',
+                      'train_loss')  # lambda_logged: the lambda of the evaluation period's last step (lambda_u is the run's nominal one)
 VIEW_FIELDS = ('views', 'block', 'steps', 'wall_s', 'cpu_s', 'loader_wall_s', 'loader_cpu_s', 'batch', 'uratio', 'size')
 
 
@@ -76,6 +77,15 @@ def key_of(row:dict)->tuple:
         out.append(str(v) if k in ('exp', 'method', 'lam_mode') else float(v) if k in ('lambda_u', 'noise', 'ema_m')
                    else int(float(v)))
     return tuple(out)
+
+
+def check_header(path:Path, fields):
+    "Raise a one-line error when the CSV `path` exists with other columns than `fields` (rows are never mixed)."
+    import csv
+    if not path.exists() or path.stat().st_size == 0: return
+    with path.open(newline='') as f: head = next(csv.reader(f), [])
+    if tuple(head) != tuple(fields):
+        raise ValueError(f"{path} has the columns {head}, not those this script writes: move it away or use another --name")
 
 
 def done_keys(path:Path)->set:
@@ -164,6 +174,7 @@ def run_one(data, run:tuple, cfg:dict)->tuple:
         rec['cross_entropy'] = rec.get('valid_loss')  # the EMA model's test cross-entropy
         rec['iter'] = min((i + 1) * cfg['eval_every'], cfg['iterations'])
         rec['unsup_share'] = unsup_share(rec, debiased)
+        rec['lambda_logged'] = rec.get('lambda_u')
         curve.append({**key, **{k: rec.get(k) for k in CURVE_FIELDS if k not in key}})
     if status == 'ok' and torch.isfinite(preds).all():
         res = evaluation_metrics(preds, targs, num_classes=data.num_classes)
@@ -209,6 +220,45 @@ def time_views(data, cfg:dict, blocks:int=3, steps:int=60)->list:
     return rows
 
 
+def replay(data, method:str, seed:int, cfg:dict, start:int=0, out=print):
+    """Re-run run (A, `method`, seed) and print, at every step from `start` until it ends or stops, the step's L, H on
+    the unlabelled and on the labelled images, the risk, lambda, the largest |logit| and the norm of the weights."""
+    import torch
+    from fastai.callback.core import Callback
+    class _Trace(Callback):
+        order = 100
+        def after_loss(self):
+            it = self.learn.iteration
+            if not self.training or it < start: return
+            sup, hu, hl, total = self.learn.ssl_method.last[:4].tolist()
+            w = sum(float(p.detach().norm() ** 2) for p in self.learn.model.parameters()) ** 0.5
+            out(f"step {it}: L {sup:.4g}  H_u {hu:.4g}  H_l {hl:.4g}  risk {total:.4g}  lambda "
+                f"{self.learn.ssl_method.hyper('lambda_u'):.4f}  max|logit| {float(self.learn.pred.detach().abs().max()):.4g}  |w| {w:.4g}")
+    lam = 0. if method == 'complete_case' else LAMBDA_A[method if method in LAMBDA_A else {v: k for k, v in DEBIASED.items()}[method]]
+    learn, cbs = build(data, 'A', method, lam, 'fixed' if method == 'complete_case' else 'rampup', 0., seed, cfg)
+    with learn.no_bar(), learn.no_logging(), warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        try: learn.fit_ssl(cfg['iterations'], num_eval_iter=cfg['eval_every'], cbs=cbs + [_Trace()])
+        except FloatingPointError as e: out(f"stopped: {e}")
+
+
+def trace_lambda_opt(data, lambda_u:float, noise:float, seed:int, cfg:dict, out=print):
+    """Re-run DePseudo-label of B at a fixed `lambda_u` with `LambdaOptLogger` on every step, and print, per evaluation
+    period, the mean and spread of the one-batch plug-in lambda_opt (Theorem 3.1), the share of steps where it is
+    undefined, and the correlation of L and H on the labelled images."""
+    from defixmatch.diagnostics import LambdaOptLogger
+    learn, cbs = build(data, 'B', 'depseudolabel', lambda_u, 'fixed', noise, seed, cfg)
+    with learn.no_bar(), learn.no_logging(), warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        learn.fit_ssl(cfg['iterations'], num_eval_iter=cfg['eval_every'], cbs=cbs + [LambdaOptLogger(every=1)])
+    names = list(learn.recorder.metric_names[1:])
+    for i, v in enumerate(learn.recorder.values):
+        r = dict(zip(names, v))
+        out(f"iter {(i + 1) * cfg['eval_every']}: lambda_opt mean {r['lambda_opt']:+.4f} sd {r['lambda_opt_std']:.4f} "
+            f"undefined {r['lambda_opt_nan']:.2f}  rho(L,H) {r['rho_lh']:+.3f}  mask ratio {r['mask_ratio']:.3f}  "
+            f"labelled mask ratio {r['mask_ratio_lb']:.3f}")
+
+
 def t_ci(x, level:float=0.95)->float:
     "Half-width of the Student-t confidence interval of the mean of `x` (NaNs dropped; NaN for fewer than 2 values)."
     import numpy as np
@@ -245,6 +295,10 @@ def main(argv=None):
     p.add_argument('--view_blocks', type=int, default=3, help='C: timed blocks per view setting')
     p.add_argument('--threads', type=int, default=1, help='torch threads of this process')
     p.add_argument('--max_runs', type=int, default=None, help='stop after this many new runs')
+    p.add_argument('--replay', nargs=3, metavar=('METHOD', 'SEED', 'FROM'), default=None,
+                   help='re-run one run of A and print each step from step FROM (e.g. devat 0 340), then stop')
+    p.add_argument('--trace_lambda_opt', nargs=3, type=float, metavar=('LAMBDA', 'NOISE', 'SEED'), default=None,
+                   help="re-run B's DePseudo-label at LAMBDA and print the plug-in lambda_opt per evaluation period")
     p.add_argument('--quick', action='store_true', help='a tiny grid (20 labels, 4 iterations, one seed) in a temporary folder')
     a = p.parse_args(argv)
     lambdas_b = tuple(a.lambdas_b)
@@ -265,6 +319,15 @@ def main(argv=None):
 
     cfg = dict(iterations=a.iterations, eval_every=a.eval_every, num_labels=a.num_labels, size=a.size, batch=a.batch,
                uratio=a.uratio, ema_m=a.ema_m)
+    if a.replay:
+        method, seed, start = a.replay
+        if method not in METHODS_A: raise ValueError(f"--replay: METHOD must be one of {METHODS_A}, got {method!r}")
+        replay(data, method, int(seed), cfg, int(start), out=lambda s: print(s, flush=True))
+        return None
+    if a.trace_lambda_opt:
+        lam, noise, seed = a.trace_lambda_opt
+        trace_lambda_opt(data, lam, noise, int(seed), cfg, out=lambda s: print(s, flush=True))
+        return None
     runs_csv, curves_csv, views_csv = out/f'{a.name}_runs.csv', out/f'{a.name}_curves.csv', out/f'{a.name}_views.csv'
     side = out/f'{a.name}_runs.json'
     budget = dict(cfg, threads=a.threads, num_workers=0, net='LeNet (in_channels=3)', data='sklearn digits, 1297 train / 500 test',
@@ -288,6 +351,7 @@ def main(argv=None):
                 if e['command'] == entry['command'] and e['started'] == entry['started']: e.update(info)
             side.write_text(json.dumps(meta, indent=1))
 
+    for path, fields in ((runs_csv, FIELDS), (curves_csv, CURVE_FIELDS), (views_csv, VIEW_FIELDS)): check_header(path, fields)
     done = done_keys(runs_csv)
     kfull = lambda r: key_of(dict(zip(KEY, (*r, a.iterations, a.num_labels, a.size, a.batch, a.uratio, a.ema_m))))
     print(f"# {' '.join(sys.argv)}\n# grid: {len(todo)} runs, already in {runs_csv}: {sum(kfull(r) in done for r in todo)}",

@@ -66,3 +66,16 @@ def test_t_interval_and_paired_differences():
     wide = pd.DataFrame({('acc', 'a'): [0.9, 0.8, float('nan')], ('acc', 'b'): [0.7, 0.9, 0.5]})
     p = bench.paired(wide, 'a', 'b', 'acc')  # the seed where a did not finish is left out
     assert p['n'] == 2 and p['pos'] == 1 and math.isclose(p['mean'], 0.05)
+
+
+@pytest.mark.filterwarnings('ignore::DeprecationWarning')
+def test_replay_and_lambda_opt_trace_print_every_step(tmp_path, capsys):
+    bench = load_script()
+    assert bench.main(['--quick', '--out', str(tmp_path), '--replay', 'vatdeentmin', '0', '1']) is None
+    out = capsys.readouterr().out
+    assert [l.split(':')[0] for l in out.splitlines() if l.startswith('step')] == ['step 1', 'step 2', 'step 3']
+    bench.main(['--quick', '--out', str(tmp_path), '--trace_lambda_opt', '1', '0.2', '0'])
+    out = capsys.readouterr().out
+    assert [l.split(':')[0] for l in out.splitlines() if l.startswith('iter')] == ['iter 2', 'iter 4']
+    assert not list(tmp_path.glob('*.csv'))  # neither writes results
+    with pytest.raises(ValueError, match='METHOD must be one of'): bench.main(['--quick', '--replay', 'fixmatch', '0', '1'])
