@@ -127,7 +127,7 @@ def build(data, exp:str, method:str, lambda_u:float, lam_mode:str, noise:float, 
         # the paper's Fig. 2 / Fig. 7: plain cross-entropy (no eq. 52), one weak view, threshold 0.95
         meth = make_method('pseudolabel' if method == 'complete_case' else method, lambda_u=lambda_u, modified=False,
                            p_cutoff=0.95)
-        meth.views = ('weak',)  # neither L nor H reads a second view: the loader makes none
+        # neither L nor H reads a second view: the method asks the loader for the weak view only
     torch.manual_seed(seed)
     model = get_model('LeNet', data.num_classes, in_channels=3, img_size=cfg['size'])
     learn = ssl_learner(dls, model, meth, ema_m=cfg['ema_m'], save_dir=None)

@@ -202,8 +202,12 @@ class PseudoLabel(SSLMethod):
         self.p_cutoff = p_cutoff
         super().__init__(lambda_u, debiased, modified)
     def h(self, logits, xs): return pseudo_label_h(logits[0], p_cutoff=self.hyper('p_cutoff'), reduction='none')
+    @property
+    def views(self): return ('weak', 'strong') if self.modified else ('weak',)  # the strong view only feeds eq. 52's L
 
 @register_method('entmin', debiased='deentmin')
 class EntMin(SSLMethod):
     "Entropy minimisation's H: the entropy of the weak view's prediction (eq. 3)."
+    @property
+    def views(self): return ('weak', 'strong') if self.modified else ('weak',)
     def h(self, logits, xs): return entropy_h(logits[0], reduction='none')
