@@ -120,21 +120,25 @@ def _wait_for(cond, p, what, timeout=300):
 def test_a_live_run_owns_its_folder(tmp_path):
     "A second run into the folder of a live run is refused in one line, with or without --overwrite; the first is unharmed."
     env = dict(os.environ, OMP_NUM_THREADS='1')
-    K2 = 4 * K   # long enough for the two refused commands to run meanwhile
+    K2 = 100_000   # far longer than the test: the first run is stopped (Ctrl-C) once the others have been refused
     p = subprocess.Popen(_cmd('--save_dir', tmp_path, '--num_train_iter', K2), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     try:
-        _wait_for(lambda: (tmp_path/f'.{RUN}.lock').exists(), p, 'lock')
+        _wait_for(lambda: (tmp_path/RUN/'latest_model.pth').exists(), p, 'its first checkpoint')
         for extra in ([], ['--overwrite']):
             res = cli('train', *SMALL, '--save_dir', tmp_path, *extra)
             assert_one_line_error(res, RUN, 'in use by another run', f'process {p.pid}', code=2)
+        assert p.poll() is None   # the refusals happened while the first run was alive
+        p.send_signal(signal.SIGINT)
         out, err = p.communicate(timeout=600)
     finally:
         if p.poll() is None: p.kill(); p.wait()
-    assert p.returncode == 0, err.decode()[-2000:]
+    assert p.returncode == 130, err.decode()[-2000:]   # interrupted by the test, as a user's Ctrl-C
     assert sorted(f.name for f in tmp_path.iterdir()) == [RUN]   # no lock, no staging folder left
     cfg = json.loads((tmp_path/RUN/'config.json').read_text())
-    assert cfg['overwrite'] is False and _ckpt_it(tmp_path/RUN/'latest_model.pth') == K2
-    assert pd.read_csv(tmp_path/RUN/'log.csv')['iter'].tolist() == list(range(N, K2 + 1, N))
+    assert cfg['overwrite'] is False and cfg['num_train_iter'] == K2
+    it = _ckpt_it(tmp_path/RUN/'latest_model.pth')
+    logged = pd.read_csv(tmp_path/RUN/'log.csv')['iter'].tolist()
+    assert it >= N and it % N == 0 and logged[:it // N] == list(range(N, it + 1, N))   # the first run's own log and checkpoint
 
 def test_a_killed_run_leaves_no_stuck_lock(tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS='1')
