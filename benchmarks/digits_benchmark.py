@@ -85,7 +85,6 @@ def run_one(data, method:str, lambda_u:float, num_labels:int, seed:int, iteratio
     from defixmatch.data import ssl_dataloaders
     from defixmatch.models import SmallCNN
     from defixmatch.learner import ssl_learner
-    from defixmatch.metrics import evaluation_metrics
     key = dict(method=method, lambda_u=float(lambda_u), num_labels=num_labels, seed=seed, iterations=iterations,
                batch=batch, uratio=uratio, width=width, ema_m=ema_m)
     start = time.time()
@@ -107,19 +106,29 @@ def run_one(data, method:str, lambda_u:float, num_labels:int, seed:int, iteratio
         rec = dict(zip(names, vals))
         rec.setdefault('cross_entropy', rec.get('valid_loss'))  # the EMA model's test cross-entropy
         curve.append({**key, **{k: rec.get(k) for k in CURVE_FIELDS if k not in key}})
-    if status == 'ok' and torch.isfinite(preds).all():
-        res = evaluation_metrics(preds, targs, num_classes=data.num_classes)
-    else:
-        status = 'nonfinite'
-        res = {k: float('nan') for k in ('acc', 'ce', 'ece', 'worst_class_acc')}
-        res['per_class_acc'] = [float('nan')] * data.num_classes
+    status, res = metric_fields(preds, targs, status, data.num_classes)
     last = curve[-1] if curve else {}
-    row = {**key, **{k: res[k] for k in ('acc', 'ce', 'ece', 'worst_class_acc')},
-           'per_class_acc': json.dumps([round(v, 6) for v in res['per_class_acc']]),
+    row = {**key, **res,
            'mask_ratio': last.get('mask_ratio'), 'mask_ratio_lb': last.get('mask_ratio_lb'),
            'status': status, 'stopped_at': stopped_at, 'wall_s': round(time.time() - start, 2),
            'finished': datetime.now(timezone.utc).isoformat(timespec='seconds')}
     return row, curve
+
+
+def metric_fields(preds, # test logits of the final EMA model
+                 targs, # test labels
+                 status:str, # 'ok', or 'nonfinite' for a run whose risk became non-finite
+                 num_classes:int,
+                )->tuple:
+    "`(status, fields)`: the run's test metrics as CSV fields; a non-finite run is reported with NaN metrics, not dropped."
+    import torch
+    from defixmatch.metrics import evaluation_metrics
+    if status == 'ok' and torch.isfinite(preds).all(): res = evaluation_metrics(preds, targs, num_classes=num_classes)
+    else:
+        status, res = 'nonfinite', {k: float('nan') for k in ('acc', 'ce', 'ece', 'worst_class_acc')}
+        res['per_class_acc'] = [float('nan')] * num_classes
+    return status, {**{k: res[k] for k in ('acc', 'ce', 'ece', 'worst_class_acc')},
+                    'per_class_acc': json.dumps([round(v, 6) for v in res['per_class_acc']])}
 
 
 def versions()->dict:

@@ -24,7 +24,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from digits_benchmark import locked, record_invocation, append_rows, versions  # noqa: E402
+from digits_benchmark import locked, record_invocation, append_rows, versions, metric_fields  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT/'benchmarks'/'results'
@@ -151,7 +151,6 @@ def unsup_share(rec:dict, debiased:bool)->float:
 def run_one(data, run:tuple, cfg:dict)->tuple:
     "Train one run; return its CSV row and its evaluation curve (list of rows)."
     import torch
-    from defixmatch.metrics import evaluation_metrics
     exp, method, lambda_u, lam_mode, noise, seed = run
     key = dict(zip(KEY, (exp, method, float(lambda_u), lam_mode, float(noise), seed, cfg['iterations'], cfg['num_labels'],
                          cfg['size'], cfg['batch'], cfg['uratio'], cfg['ema_m'])))
@@ -176,15 +175,9 @@ def run_one(data, run:tuple, cfg:dict)->tuple:
         rec['unsup_share'] = unsup_share(rec, debiased)
         rec['lambda_logged'] = rec.get('lambda_u')
         curve.append({**key, **{k: rec.get(k) for k in CURVE_FIELDS if k not in key}})
-    if status == 'ok' and torch.isfinite(preds).all():
-        res = evaluation_metrics(preds, targs, num_classes=data.num_classes)
-    else:
-        status = 'nonfinite'
-        res = {k: float('nan') for k in ('acc', 'ce', 'ece', 'worst_class_acc')}
-        res['per_class_acc'] = [float('nan')] * data.num_classes
+    status, res = metric_fields(preds, targs, status, data.num_classes)
     last = curve[-1] if curve else {}
-    row = {**key, **{k: res[k] for k in ('acc', 'ce', 'ece', 'worst_class_acc')},
-           'per_class_acc': json.dumps([round(v, 6) for v in res['per_class_acc']]),
+    row = {**key, **res,
            'mask_ratio': last.get('mask_ratio'), 'unsup_share': last.get('unsup_share'),
            'lambda_end': learn.ssl_method.hyper('lambda_u'), 'status': status, 'stopped_at': stopped_at,
            'wall_s': round(time.time() - start, 2), 'ms_per_step': round(1000 * fit_s / max(stopped_at, 1), 2),
