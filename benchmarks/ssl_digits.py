@@ -1,23 +1,30 @@
 """The consistency methods and the lambda grid of Pseudo-label on scikit-learn's digits, long enough for the SSL term to act.
 
-Three experiments at one CPU budget (LeNet on 16x16 digits, `--iterations` steps, one thread, no loader workers):
+Four experiments at one CPU budget (LeNet on 16x16 digits, `--iterations` steps, one thread, no loader workers):
 
 * **A**: the Pi-model, Mean Teacher, VAT and VAT + EntMin against their debiased versions and the complete case
   (lambda = 0: the same supervised loss on two weak views), lambda ramped up over the first 40% of training;
 * **B**: Pseudo-label against DePseudo-label over a lambda grid (the paper's Fig. 2 and Fig. 7: plain cross-entropy
   on one weak view, constant lambda), with clean labels and with 20% of the labelled images' labels replaced by
   uniform draws; lambda = 0 is the complete case; DePseudo-label with `AdaptiveLambda` beside them;
+* **D**: for the complete case, the Pi-model and VAT, biased and debiased (runs of A, seeds 0-4, re-run): the trained
+  network's surrogate H on the labelled images, on the other training images and on the test images, to see whether
+  the debiased methods' subtracted term is pushed up on the very images it is computed on;
 * **C**: time per step (loader and training step) of the Pi-model with the views it reads, ('weak', 'weak'), against
   the same run with a strong (RandAugment) second view, interleaved block by block.
 
 Every finished run of A and B appends one row (the final EMA model on the 500 test images) to NAME_runs.csv and its
 evaluation curve to NAME_curves.csv; runs already there are skipped, so the grid resumes where it stopped. A run
-whose risk becomes non-finite is recorded with status 'nonfinite', not dropped. C writes NAME_views.csv. The
+whose risk becomes non-finite is recorded with status 'nonfinite', not dropped. C writes NAME_views.csv, D (three rows
+per run, resuming too) NAME_probe.csv. The
 command lines, versions, commit and budget go to NAME_runs.json.
 
     python benchmarks/ssl_digits.py                  # C, then A (seeds 0-4), then B (seeds 0-2)
     python benchmarks/ssl_digits.py --exp A          # A only
+    python benchmarks/ssl_digits.py --exp D          # D only (H by split, seeds 0-4)
     python benchmarks/ssl_digits.py --quick          # a tiny grid in a temporary folder (seconds)
+    python benchmarks/ssl_digits.py --exp B --shard 0 2 & python benchmarks/ssl_digits.py --exp B --shard 1 2
+                                                     # B in two processes, each with its half of the grid
 """
 import argparse, contextlib, json, math, sys, tempfile, time, warnings
 from datetime import datetime, timezone
@@ -46,6 +53,8 @@ FIELDS = KEY + ('acc', 'ce', 'ece', 'worst_class_acc', 'per_class_acc', 'mask_ra
 CURVE_FIELDS = KEY + ('iter', 'top1_acc', 'cross_entropy', 'ece', 'worst_class_acc', 'sup_loss', 'unsup_loss',
                       'anti_unsup_loss', 'total_loss', 'mask_ratio', 'mask_ratio_lb', 'lambda_logged', 'unsup_share',
                       'train_loss')  # lambda_logged: the lambda of the evaluation period's last step (lambda_u is the run's nominal one)
+PROBE_FIELDS = ('method', 'lambda_u', 'seed', 'iterations', 'ema_acc', 'split', 'n', 'h_mean', 'h_median', 'ce', 'acc')
+PROBE_METHODS = ('complete_case', 'pimodel', 'depimodel', 'vat', 'devat')
 VIEW_FIELDS = ('views', 'block', 'steps', 'wall_s', 'cpu_s', 'loader_wall_s', 'loader_cpu_s', 'batch', 'uratio', 'size')
 
 
@@ -148,8 +157,8 @@ def unsup_share(rec:dict, debiased:bool)->float:
     except (KeyError, TypeError, ZeroDivisionError): return float('nan')
 
 
-def run_one(data, run:tuple, cfg:dict)->tuple:
-    "Train one run; return its CSV row and its evaluation curve (list of rows)."
+def run_one(data, run:tuple, cfg:dict, keep_learner:bool=False)->tuple:
+    "Train one run; return its CSV row and its evaluation curve (list of rows), and its learner if `keep_learner`."
     import torch
     exp, method, lambda_u, lam_mode, noise, seed = run
     key = dict(zip(KEY, (exp, method, float(lambda_u), lam_mode, float(noise), seed, cfg['iterations'], cfg['num_labels'],
@@ -182,7 +191,32 @@ def run_one(data, run:tuple, cfg:dict)->tuple:
            'lambda_end': learn.ssl_method.hyper('lambda_u'), 'status': status, 'stopped_at': stopped_at,
            'wall_s': round(time.time() - start, 2), 'ms_per_step': round(1000 * fit_s / max(stopped_at, 1), 2),
            'finished': datetime.now(timezone.utc).isoformat(timespec='seconds')}
-    return row, curve
+    return (row, curve, learn) if keep_learner else (row, curve)
+
+
+def h_by_split(learn, data, seed:int)->list:
+    """The trained (not EMA) network's per-image surrogate H of `learn`'s method, cross-entropy and accuracy on three
+    sets of images: the labelled images, the training images that are not labelled, and the test images; each image
+    under two weak views drawn by `seed` (the views a consistency method compares). One dict per set."""
+    import torch, torch.nn.functional as F
+    from defixmatch.diagnostics import per_sample_h
+    dls, meth, model = learn.dls, learn.ssl_method, learn.model
+    lb = torch.as_tensor(dls.lb_idx)
+    rest = torch.ones(len(data.train_y), dtype=torch.bool); rest[lb] = False
+    sets = {'labelled': (data.train_x[lb], data.train_y[lb]),
+            'unlabelled only': (data.train_x[rest], data.train_y[rest]),
+            'test': (data.test_x, data.test_y)}
+    model.eval()
+    out = []
+    for name, (x, y) in sets.items():
+        g = torch.Generator().manual_seed(seed)
+        xs = tuple(dls.train.weak(x, generator=g) for _ in range(2))
+        with torch.no_grad(): logits = tuple(model(v) for v in xs)
+        h = per_sample_h(meth, logits, xs).detach().float()
+        ce = F.cross_entropy(logits[0], y, reduction='none')
+        out.append(dict(split=name, n=len(y), h_mean=float(h.mean()), h_median=float(h.median()), ce=float(ce.mean()),
+                        acc=float((logits[0].argmax(1) == y).float().mean())))
+    return out
 
 
 def time_views(data, cfg:dict, blocks:int=3, steps:int=60)->list:
@@ -273,7 +307,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--out', type=Path, default=None, help='folder of the result files (default benchmarks/results)')
     p.add_argument('--name', default='ssl_digits', help='file prefix: NAME_runs.csv, NAME_curves.csv, NAME_views.csv, NAME_runs.json')
-    p.add_argument('--exp', nargs='+', default=['C', 'A', 'B'], choices=['A', 'B', 'C'], help='experiments, in this order')
+    p.add_argument('--exp', nargs='+', default=['C', 'A', 'B'], choices=['A', 'B', 'C', 'D'], help='experiments, in this order')
     p.add_argument('--seeds_a', type=int, default=5, help='seeds 0..S-1 of experiment A')
     p.add_argument('--seeds_b', type=int, default=3, help='seeds 0..S-1 of experiment B')
     p.add_argument('--lambdas_b', nargs='+', type=float, default=list(LAMBDAS_B), help='lambda grid of experiment B')
@@ -288,6 +322,8 @@ def main(argv=None):
     p.add_argument('--view_blocks', type=int, default=3, help='C: timed blocks per view setting')
     p.add_argument('--threads', type=int, default=1, help='torch threads of this process')
     p.add_argument('--max_runs', type=int, default=None, help='stop after this many new runs')
+    p.add_argument('--shard', nargs=2, type=int, metavar=('I', 'N'), default=None,
+                   help='run only the grid runs I, I+N, I+2N, ... (0 <= I < N): N processes share the grid without overlap')
     p.add_argument('--replay', nargs=3, metavar=('METHOD', 'SEED', 'FROM'), default=None,
                    help='re-run one run of A and print each step from step FROM (e.g. devat 0 340), then stop')
     p.add_argument('--trace_lambda_opt', nargs=3, type=float, metavar=('LAMBDA', 'NOISE', 'SEED'), default=None,
@@ -302,6 +338,7 @@ def main(argv=None):
     out = a.out or RESULTS
     out.mkdir(parents=True, exist_ok=True)
     if a.eval_every > a.iterations: raise ValueError(f"--eval_every ({a.eval_every}) must be <= --iterations ({a.iterations})")
+    if a.shard and not 0 <= a.shard[0] < a.shard[1]: raise ValueError(f"--shard I N needs 0 <= I < N, got {a.shard}")
 
     import torch
     torch.set_num_threads(a.threads)
@@ -322,6 +359,7 @@ def main(argv=None):
         trace_lambda_opt(data, lam, noise, int(seed), cfg, out=lambda s: print(s, flush=True))
         return None
     runs_csv, curves_csv, views_csv = out/f'{a.name}_runs.csv', out/f'{a.name}_curves.csv', out/f'{a.name}_views.csv'
+    probe_csv = out/f'{a.name}_probe.csv'
     side = out/f'{a.name}_runs.json'
     budget = dict(cfg, threads=a.threads, num_workers=0, net='LeNet (in_channels=3)', data='sklearn digits, 1297 train / 500 test',
                   optimiser='SGD nesterov lr=0.03 mom=0.9 wd=5e-4, lr*cos(7 pi k/16K)', lambda_a=LAMBDA_A,
@@ -331,6 +369,7 @@ def main(argv=None):
                   p_cutoff_b=0.95)
     todo = (grid_a(range(a.seeds_a)) if 'A' in a.exp else []) + (grid_b(range(a.seeds_b), lambdas_b) if 'B' in a.exp else [])
     todo = sorted(todo, key=lambda r: [e for e in a.exp if e != 'C'].index(r[0]))  # the experiments in the order given
+    if a.shard: todo = todo[a.shard[0]::a.shard[1]]
     args = sys.argv[1:] if argv is None else list(argv)
     entry = dict(command=' '.join(['python', 'benchmarks/ssl_digits.py', *args]),
                  started=datetime.now(timezone.utc).isoformat(timespec='seconds'), versions=versions())
@@ -344,7 +383,8 @@ def main(argv=None):
                 if e['command'] == entry['command'] and e['started'] == entry['started']: e.update(info)
             side.write_text(json.dumps(meta, indent=1))
 
-    for path, fields in ((runs_csv, FIELDS), (curves_csv, CURVE_FIELDS), (views_csv, VIEW_FIELDS)): check_header(path, fields)
+    for path, fields in ((runs_csv, FIELDS), (curves_csv, CURVE_FIELDS), (views_csv, VIEW_FIELDS), (probe_csv, PROBE_FIELDS)):
+        check_header(path, fields)
     done = done_keys(runs_csv)
     kfull = lambda r: key_of(dict(zip(KEY, (*r, a.iterations, a.num_labels, a.size, a.batch, a.uratio, a.ema_m))))
     print(f"# {' '.join(sys.argv)}\n# grid: {len(todo)} runs, already in {runs_csv}: {sum(kfull(r) in done for r in todo)}",
@@ -371,6 +411,23 @@ def main(argv=None):
         print(f"{run[0]} {run[1]:>14} lambda={run[2]:<5g} {run[3]:<8} noise={run[4]:<4g} seed={run[5]}  acc={row['acc']:.4f} "
               f"ce={row['ce']:.4f} ece={row['ece']:.4f} worst={row['worst_class_acc']:.3f} mask={row['mask_ratio']:.3f} "
               f"share={row['unsup_share']:.3f} {row['status']} {row['wall_s']:.1f}s", flush=True)
+    if 'D' in a.exp:
+        import csv
+        probes = [(m, s) for s in range(a.seeds_a) for m in PROBE_METHODS]
+        if a.shard: probes = probes[a.shard[0]::a.shard[1]]
+        for m, s in probes:
+            lam = 0. if m == 'complete_case' else LAMBDA_A[m if m in LAMBDA_A else {v: k for k, v in DEBIASED.items()}[m]]
+            pkey = lambda r: (r['method'], int(float(r['seed'])), int(float(r['iterations'])))
+            have = {pkey(r) for r in csv.DictReader(probe_csv.open())} if probe_csv.exists() else set()
+            if (m, s, a.iterations) in have: continue
+            t = time.time()
+            row, _, learn = run_one(data, ('A', m, lam, 'fixed' if m == 'complete_case' else 'rampup', 0., s), cfg, keep_learner=True)
+            rows = [dict(method=m, lambda_u=lam, seed=s, iterations=a.iterations, ema_acc=row['acc'], **r)
+                    for r in h_by_split(learn, data, seed=1000 + s)]
+            with locked(runs_csv): append_rows(probe_csv, PROBE_FIELDS, rows)
+            new += 1
+            print(f"D {m:>14} seed={s}  EMA acc={row['acc']:.4f}  H: " +
+                  '  '.join(f"{r['split']} {r['h_mean']:.4g}" for r in rows) + f"  {time.time() - t:.1f}s", flush=True)
     finish(finished=datetime.now(timezone.utc).isoformat(timespec='seconds'), new_runs=new)
     print(f"# {new} new runs; results in {runs_csv}", flush=True)
     return runs_csv

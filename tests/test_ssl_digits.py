@@ -79,3 +79,34 @@ def test_replay_and_lambda_opt_trace_print_every_step(tmp_path, capsys):
     assert [l.split(':')[0] for l in out.splitlines() if l.startswith('iter')] == ['iter 2', 'iter 4']
     assert not list(tmp_path.glob('*.csv'))  # neither writes results
     with pytest.raises(ValueError, match='METHOD must be one of'): bench.main(['--quick', '--replay', 'fixmatch', '0', '1'])
+
+
+@pytest.mark.filterwarnings('ignore::DeprecationWarning')
+def test_shards_split_the_grid_without_overlap(tmp_path):
+    bench = load_script()
+    out = tmp_path/'res'
+    key = lambda r: bench.key_of(dict(zip(bench.KEY, (*r, 4, 20, 16, 4, 2, 0.99))))
+    grid = bench.grid_b(range(1), (1.,))
+    bench.main(['--quick', '--exp', 'B', '--out', str(out), '--shard', '1', '2'])
+    assert [bench.key_of(r) for r in rows(out/'ssl_digits_runs.csv')] == [key(r) for r in grid[1::2]]
+    bench.main(['--quick', '--exp', 'B', '--out', str(out), '--shard', '0', '2'])
+    got = [bench.key_of(r) for r in rows(out/'ssl_digits_runs.csv')]
+    assert len(got) == len(set(got)) == len(grid) and set(got) == {key(r) for r in grid}
+    with pytest.raises(ValueError, match='--shard'): bench.main(['--quick', '--out', str(out), '--shard', '2', '2'])
+
+
+@pytest.mark.filterwarnings('ignore::DeprecationWarning')
+def test_probe_of_h_by_split(tmp_path):
+    bench = load_script()
+    bench.main(['--quick', '--exp', 'D', '--out', str(tmp_path)])
+    probe = rows(tmp_path/'ssl_digits_probe.csv')
+    assert [(r['method'], r['split']) for r in probe] == [(m, s) for m in bench.PROBE_METHODS
+                                                          for s in ('labelled', 'unlabelled only', 'test')]
+    assert {r['split']: int(r['n']) for r in probe} == {'labelled': 20, 'unlabelled only': 1297 - 20, 'test': 500}
+    for r in probe: assert float(r['h_mean']) >= 0 and float(r['ce']) > 0 and 0 <= float(r['acc']) <= 1
+    # the probe's run is the grid's run: same EMA accuracy as experiment A's row of that method and seed
+    bench.main(['--quick', '--exp', 'A', '--out', str(tmp_path)])
+    acc_a = {r['method']: r['acc'] for r in rows(tmp_path/'ssl_digits_runs.csv')}
+    assert all(float(r['ema_acc']) == float(acc_a[r['method']]) for r in probe)
+    bench.main(['--quick', '--exp', 'D', '--out', str(tmp_path)])   # resumes: nothing new
+    assert len(rows(tmp_path/'ssl_digits_probe.csv')) == len(probe)
