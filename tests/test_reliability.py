@@ -121,7 +121,9 @@ def test_a_live_run_owns_its_folder(tmp_path):
     "A second run into the folder of a live run is refused in one line, with or without --overwrite; the first is unharmed."
     env = dict(os.environ, OMP_NUM_THREADS='1')
     K2 = 100_000   # far longer than the test: the first run is stopped (Ctrl-C) once the others have been refused
-    p = subprocess.Popen(_cmd('--save_dir', tmp_path, '--num_train_iter', K2), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    # Ctrl-C reaches the run even when the tests themselves run as a background job, whose SIGINT a shell ignores
+    p = subprocess.Popen(_cmd('--save_dir', tmp_path, '--num_train_iter', K2), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         _wait_for(lambda: (tmp_path/RUN/'latest_model.pth').exists(), p, 'its first checkpoint')
         for extra in ([], ['--overwrite']):
