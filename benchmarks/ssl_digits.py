@@ -1,6 +1,6 @@
 """The consistency methods and the lambda grid of Pseudo-label on scikit-learn's digits, long enough for the SSL term to act.
 
-Four experiments at one CPU budget (LeNet on 16x16 digits, `--iterations` steps, one thread, no loader workers):
+Five experiments at one CPU budget (LeNet on 16x16 digits, `--iterations` steps, one thread, no loader workers):
 
 * **A**: the Pi-model, Mean Teacher, VAT and VAT + EntMin against their debiased versions and the complete case
   (lambda = 0: the same supervised loss on two weak views), lambda ramped up over the first 40% of training;
@@ -10,10 +10,12 @@ Four experiments at one CPU budget (LeNet on 16x16 digits, `--iterations` steps,
 * **D**: for the complete case, the Pi-model and VAT, biased and debiased (runs of A, seeds 0-4, re-run): the trained
   network's surrogate H on the labelled images, on the other training images and on the test images, to see whether
   the debiased methods' subtracted term is pushed up on the very images it is computed on;
+* **E**: VAT and DeVAT at smaller lambdas than A's (0.03 and 0.1, ramped as in A), seeds 0-4: does the debiased
+  version's loss shrink with lambda?
 * **C**: time per step (loader and training step) of the Pi-model with the views it reads, ('weak', 'weak'), against
   the same run with a strong (RandAugment) second view, interleaved block by block.
 
-Every finished run of A and B appends one row (the final EMA model on the 500 test images) to NAME_runs.csv and its
+Every finished run of A, B and E appends one row (the final EMA model on the 500 test images) to NAME_runs.csv and its
 evaluation curve to NAME_curves.csv; runs already there are skipped, so the grid resumes where it stopped. A run
 whose risk becomes non-finite is recorded with status 'nonfinite', not dropped. C writes NAME_views.csv, D (three rows
 per run, resuming too) NAME_probe.csv. The
@@ -22,6 +24,7 @@ command lines, versions, commit and budget go to NAME_runs.json.
     python benchmarks/ssl_digits.py                  # C, then A (seeds 0-4), then B (seeds 0-2)
     python benchmarks/ssl_digits.py --exp A          # A only
     python benchmarks/ssl_digits.py --exp D          # D only (H by split, seeds 0-4)
+    python benchmarks/ssl_digits.py --exp E --name ssl_digits_vat_lambda   # E in its own files
     python benchmarks/ssl_digits.py --quick          # a tiny grid in a temporary folder (seconds)
     python benchmarks/ssl_digits.py --exp B --shard 0 2 & python benchmarks/ssl_digits.py --exp B --shard 1 2
                                                      # B in two processes, each with its half of the grid
@@ -45,6 +48,7 @@ LAMBDA_A = {'pimodel': 20., 'meanteacher': 8., 'vat': 0.3, 'vatentmin': 0.1}
 LAMBDA_VAT = 0.3
 RAMP_PCT = 0.4
 LAMBDAS_B = (0.1, 0.3, 1., 3., 10.)
+LAMBDAS_E = (0.03, 0.1)  # E: VAT and DeVAT below A's lambda (0.3)
 NOISES_B = (0., 0.2)
 KEY = ('exp', 'method', 'lambda_u', 'lam_mode', 'noise', 'seed', 'iterations', 'num_labels', 'size', 'batch', 'uratio',
        'ema_m')
@@ -65,6 +69,11 @@ def grid_a(seeds=range(5))->list:
         runs.append(('A', 'complete_case', 0., 'fixed', 0., s))
         for m in CONSISTENCY: runs += [('A', m, LAMBDA_A[m], 'rampup', 0., s), ('A', DEBIASED[m], LAMBDA_A[m], 'rampup', 0., s)]
     return runs
+
+
+def grid_e(seeds=range(5), lambdas=LAMBDAS_E)->list:
+    "(exp, method, lambda_u, lam_mode, noise, seed) of experiment E: VAT and DeVAT at each lambda, ramped as in A."
+    return [('E', m, lam, 'rampup', 0., s) for s in seeds for lam in lambdas for m in ('vat', 'devat')]
 
 
 def grid_b(seeds=range(3), lambdas=LAMBDAS_B, noises=NOISES_B)->list:
@@ -128,7 +137,7 @@ def build(data, exp:str, method:str, lambda_u:float, lam_mode:str, noise:float, 
     dls = ssl_dataloaders(data, num_labels=cfg['num_labels'], batch_size=cfg['batch'], uratio=cfg['uratio'],
                           n_iter=cfg['eval_every'], eval_batch_size=len(data.test_y), seed=seed, num_workers=0, device='cpu')
     if noise: dls.train.dataset.y = noisy_labels(data.train_y, dls.lb_idx, noise, seed, data.num_classes)
-    if exp == 'A':
+    if exp in ('A', 'E'):
         # the complete case of A is any of the four at lambda = 0: L on two weak views, the consistency term logged
         meth = make_method('pimodel' if method == 'complete_case' else method, lambda_u=lambda_u, modified=True)
         if method.startswith('vat'): meth.lambda_vat = LAMBDA_VAT
@@ -307,10 +316,11 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--out', type=Path, default=None, help='folder of the result files (default benchmarks/results)')
     p.add_argument('--name', default='ssl_digits', help='file prefix: NAME_runs.csv, NAME_curves.csv, NAME_views.csv, NAME_runs.json')
-    p.add_argument('--exp', nargs='+', default=['C', 'A', 'B'], choices=['A', 'B', 'C', 'D'], help='experiments, in this order')
+    p.add_argument('--exp', nargs='+', default=['C', 'A', 'B'], choices=['A', 'B', 'C', 'D', 'E'], help='experiments, in this order')
     p.add_argument('--seeds_a', type=int, default=5, help='seeds 0..S-1 of experiment A')
     p.add_argument('--seeds_b', type=int, default=3, help='seeds 0..S-1 of experiment B')
     p.add_argument('--lambdas_b', nargs='+', type=float, default=list(LAMBDAS_B), help='lambda grid of experiment B')
+    p.add_argument('--lambdas_e', nargs='+', type=float, default=list(LAMBDAS_E), help='lambda grid of experiment E')
     p.add_argument('--iterations', type=int, default=1500, help='K, training iterations of every run')
     p.add_argument('--eval_every', type=int, default=100, help='N, iterations between evaluations of the EMA model')
     p.add_argument('--num_labels', type=int, default=100)
@@ -363,11 +373,12 @@ def main(argv=None):
     side = out/f'{a.name}_runs.json'
     budget = dict(cfg, threads=a.threads, num_workers=0, net='LeNet (in_channels=3)', data='sklearn digits, 1297 train / 500 test',
                   optimiser='SGD nesterov lr=0.03 mom=0.9 wd=5e-4, lr*cos(7 pi k/16K)', lambda_a=LAMBDA_A,
-                  lambda_vat=LAMBDA_VAT, ramp_pct=RAMP_PCT, lambdas_b=list(lambdas_b), noises_b=list(NOISES_B),
+                  lambda_vat=LAMBDA_VAT, ramp_pct=RAMP_PCT, lambdas_b=list(lambdas_b), noises_b=list(NOISES_B), lambdas_e=list(a.lambdas_e),
                   adaptive='AdaptiveLambda(every=16, beta=0.9, lo=0, hi=10), lambda starts at 0',
                   sup_loss_a='mean CE of two weak views (eq. 52 with two weak views)', sup_loss_b='plain CE, one weak view',
                   p_cutoff_b=0.95)
     todo = (grid_a(range(a.seeds_a)) if 'A' in a.exp else []) + (grid_b(range(a.seeds_b), lambdas_b) if 'B' in a.exp else [])
+    todo += grid_e(range(a.seeds_a), tuple(a.lambdas_e)) if 'E' in a.exp else []
     todo = sorted(todo, key=lambda r: [e for e in a.exp if e != 'C'].index(r[0]))  # the experiments in the order given
     if a.shard: todo = todo[a.shard[0]::a.shard[1]]
     args = sys.argv[1:] if argv is None else list(argv)

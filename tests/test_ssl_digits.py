@@ -110,3 +110,13 @@ def test_probe_of_h_by_split(tmp_path):
     assert all(float(r['ema_acc']) == float(acc_a[r['method']]) for r in probe)
     bench.main(['--quick', '--exp', 'D', '--out', str(tmp_path)])   # resumes: nothing new
     assert len(rows(tmp_path/'ssl_digits_probe.csv')) == len(probe)
+
+
+@pytest.mark.filterwarnings('ignore::DeprecationWarning')
+def test_experiment_e_runs_vat_and_devat_at_each_lambda(tmp_path):
+    bench = load_script()
+    bench.main(['--quick', '--exp', 'E', '--lambdas_e', '0.05', '0.2', '--out', str(tmp_path)])
+    runs = rows(tmp_path/'ssl_digits_runs.csv')
+    assert sorted((r['exp'], r['method'], float(r['lambda_u']), r['lam_mode']) for r in runs) == \
+        [('E', m, l, 'rampup') for m in ('devat', 'vat') for l in (0.05, 0.2)]
+    assert all(r['status'] == 'ok' and float(r['lambda_end']) == float(r['lambda_u']) for r in runs)  # the ramp ends at lambda
