@@ -71,6 +71,12 @@ def grid_a(seeds=range(5))->list:
     return runs
 
 
+def lambda_a(method:str)->float:
+    "Experiment A's lambda of `method`, biased or debiased (0 for the complete case)."
+    if method == 'complete_case': return 0.
+    return LAMBDA_A[method if method in LAMBDA_A else {v: k for k, v in DEBIASED.items()}[method]]
+
+
 def grid_e(seeds=range(5), lambdas=LAMBDAS_E)->list:
     "(exp, method, lambda_u, lam_mode, noise, seed) of experiment E: VAT and DeVAT at each lambda, ramped as in A."
     return [('E', m, lam, 'rampup', 0., s) for s in seeds for lam in lambdas for m in ('vat', 'devat')]
@@ -270,7 +276,7 @@ def replay(data, method:str, seed:int, cfg:dict, start:int=0, out=print):
             w = sum(float(p.detach().norm() ** 2) for p in self.learn.model.parameters()) ** 0.5
             out(f"step {it}: L {sup:.4g}  H_u {hu:.4g}  H_l {hl:.4g}  risk {total:.4g}  lambda "
                 f"{self.learn.ssl_method.hyper('lambda_u'):.4f}  max|logit| {float(self.learn.pred.detach().abs().max()):.4g}  |w| {w:.4g}")
-    lam = 0. if method == 'complete_case' else LAMBDA_A[method if method in LAMBDA_A else {v: k for k, v in DEBIASED.items()}[method]]
+    lam = lambda_a(method)
     learn, cbs = build(data, 'A', method, lam, 'fixed' if method == 'complete_case' else 'rampup', 0., seed, cfg)
     with learn.no_bar(), learn.no_logging(), warnings.catch_warnings():
         warnings.simplefilter('ignore')
@@ -427,7 +433,7 @@ def main(argv=None):
         probes = [(m, s) for s in range(a.seeds_a) for m in PROBE_METHODS]
         if a.shard: probes = probes[a.shard[0]::a.shard[1]]
         for m, s in probes:
-            lam = 0. if m == 'complete_case' else LAMBDA_A[m if m in LAMBDA_A else {v: k for k, v in DEBIASED.items()}[m]]
+            lam = lambda_a(m)
             pkey = lambda r: (r['method'], int(float(r['seed'])), int(float(r['iterations'])))
             have = {pkey(r) for r in csv.DictReader(probe_csv.open())} if probe_csv.exists() else set()
             if (m, s, a.iterations) in have: continue

@@ -116,10 +116,10 @@ class SSLMethod(Callback):
         return self.loss(pred, *yb, x=self.learn.xb[0])
 
     def before_fit(self):
-        "A fit starts from the attributes: `hypers` go into the optimiser at its first training phase (`put_hypers`)."
+        "A fit starts from the attributes: `hypers` go into the optimiser at its first training phase (`_put_hypers`)."
         self.after_train()  # a fit stopped by an exception during training leaves the swapped loss behind
         self._fresh = True  # `get_preds`, `validate` and `predict` run `before_fit` too, but never `before_train`
-    def put_hypers(self):
+    def _put_hypers(self):
         "Put `hypers` in the optimiser's groups, where `ParamScheduler` sets them."
         opt = self.learn.opt
         for k in self.hypers:
@@ -129,7 +129,7 @@ class SSLMethod(Callback):
                 for pg in opt.opt.param_groups: pg[k] = v
             else: opt.set_hyper(k, v)
     def before_train(self):
-        if getattr(self, '_fresh', False): self.put_hypers(); self._fresh = False
+        if getattr(self, '_fresh', False): self._put_hypers(); self._fresh = False
         if self.learn.loss_func != self.lf: self.old_lf = self.learn.loss_func
         self.learn.loss_func = self.lf
     def after_train(self):
