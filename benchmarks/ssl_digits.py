@@ -145,7 +145,7 @@ def build(data, exp:str, method:str, lambda_u:float, lam_mode:str, noise:float, 
     if noise: dls.train.dataset.y = noisy_labels(data.train_y, dls.lb_idx, noise, seed, data.num_classes)
     if exp in ('A', 'E'):
         # the complete case of A is any of the four at lambda = 0: L on two weak views, the consistency term logged
-        meth = make_method('pimodel' if method == 'complete_case' else method, lambda_u=lambda_u, modified=True)
+        meth = make_method("pimodel" if method == "complete_case" else method, lambda_u=lambda_u, modified=True, lambda_rampup=0)  # ramped below
         if method.startswith('vat'): meth.lambda_vat = LAMBDA_VAT
     else:
         # the paper's Fig. 2 / Fig. 7: plain cross-entropy (no eq. 52), one weak view, threshold 0.95

@@ -153,7 +153,7 @@ class SSLLogger(Callback):
     def after_train(self):
         comps = (self._sum / self._n).tolist() if self._n else [float('nan')] * len(_COMPONENTS)
         m = getattr(self.learn, 'ssl_method', None)
-        lam = m.hyper('lambda_u') if m is not None else float('nan')  # the λ of the last step (schedules change it)
+        lam = m.lam if m is not None else float('nan')  # the weight of the unlabelled term at the last step (λ times the ramp)
         self.values = [self.learn.iteration, self.opt.hypers[-1]['lr'], lam] + comps
     def after_validate(self): self.learn.recorder.log += self.values
 

@@ -129,9 +129,8 @@ class AdaptiveLambda(Callback):
         if 'lambda_u' not in m.hypers: raise ValueError(f"{type(m).__name__} has no schedulable lambda_u")
         sched = [cb for cb in self.learn.cbs if type(cb).__name__ == 'ParamScheduler' and 'lambda_u' in cb.scheds]
         if sched: raise ValueError("AdaptiveLambda and a ParamScheduler of lambda_u cannot be used together")
-        from defixmatch.methods import FixMatch, PseudoLabel  # H a cross-entropy: the debiased risk can be unbounded below
-        ce = isinstance(m, (FixMatch, PseudoLabel))
-        self.top = self.hi if self.hi is not None else (0.5 if m.modified else 1.) if ce else self.max_lambda
+        bound = m.max_lambda()  # the method's: beyond it its debiased risk is unbounded below
+        self.top = self.hi if self.hi is not None else bound if bound is not None else self.max_lambda
         if not self.lo <= self.top: raise ValueError(f"lo ({self.lo}) must be <= hi ({self.top})")
         self.all_data = h_on_all_data(self.dls, self.h_all_data)
         self.avg, self._lam = None, []
@@ -146,5 +145,5 @@ class AdaptiveLambda(Callback):
         if len(est):
             m = est.mean().item()
             self.avg = m if self.avg is None else self.beta * self.avg + (1 - self.beta) * m
-            self.learn.opt.set_hyper('lambda_u', min(max(self.avg, self.lo), self.top))
+            m = self.learn.ssl_method; m.lambda_u = m.check('lambda_u', min(max(self.avg, self.lo), self.top))
         self.history.append((self.learn.iteration, self.learn.ssl_method.hyper('lambda_u'), self.avg))

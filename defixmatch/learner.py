@@ -71,10 +71,18 @@ class SSLOptimWrapper(OptimWrapper):
         return [[p for g, j in zip(self.opt.param_groups, self.part_of) if j == i for p in g['params']] for i in range(self.n_parts)]
     @param_lists.setter
     def param_lists(self, v): raise AttributeError("the parameters of an SSLOptimWrapper are set when it is built")
+    def own_hypers(self, owner, # an object holding hyper-parameters as attributes (the SSL method)
+                   names:tuple, # the hyper-parameters it holds
+                  ):
+        "Let `owner` hold `names`: `set_hyper` (what a `ParamScheduler` calls) sets its attributes, `hypers` reads them."
+        self.owned = {k: owner for k in names}
     @property
     def hypers(self):
-        return [{self.fwd_map.get(k, k): v for k, v in self._first(i).items() if k != 'params'} for i in range(self.n_parts)]
+        own = {k: getattr(o, k) for k, o in getattr(self, 'owned', {}).items()}
+        return [{**{self.fwd_map.get(k, k): v for k, v in self._first(i).items() if k != 'params'}, **own} for i in range(self.n_parts)]
     def _set_hyper(self, k, v):
+        o = getattr(self, 'owned', {}).get(k)
+        if o is not None: return setattr(o, k, o.check(k, v[-1]) if hasattr(o, 'check') else v[-1])
         for g, i, decay in zip(self.opt.param_groups, self.part_of, self.decays):
             if k == 'wd' and not decay: continue
             set_item_pg(g, self.bwd_map[k], v[i])
@@ -109,12 +117,7 @@ class SSLMixedPrecision(MixedPrecision):
 # %% ../nbs/09_learner.ipynb #749da2a0
 def ssl_learner(dls, # `DataLoaders` from `ssl_dataloaders`: training batches `(x, y_lb)` in the dual-batch layout
                 model:nn.Module, # the network
-                method:str|SSLMethod='defixmatch', # a name in `SSL_METHODS`, or a method
-                lambda_u:float|None=None, # λ of eq. 5 (`ulb_loss_ratio`); None: the method's (0.5; 0 for the complete case)
-                p_cutoff:float=0.95, # confidence threshold of the pseudo-labels
-                T:float=1.0, # temperature of soft pseudo-labels
-                hard_label:bool=True, # one-hot pseudo-labels
-                modified:bool=True, # supervised loss on weak and strong views (eq. 52)
+                method:str|SSLMethod='defixmatch', # a name in `SSL_METHODS` (or `MODULE:NAME`), or a method
                 lr:float=0.03, # initial learning rate
                 momentum:float=0.9, # SGD momentum (Nesterov)
                 wd:float=5e-4, # weight decay, except on normalisation-layer (BatchNorm) parameters
@@ -127,14 +130,13 @@ def ssl_learner(dls, # `DataLoaders` from `ssl_dataloaders`: training batches `(
                 metrics:list|None=None, # fastai metrics; None: `ssl_metrics(num_classes)`
                 monitor:str='top1_acc', # metric that chooses `model_best.pth`
                 cbs:list|None=None, # further callbacks
-                **kwargs, # passed to `Learner`
+                learner_kwargs:dict|None=None, # passed to `Learner`
+                **method_kwargs, # hyper-parameters of the method (`lambda_u`, `modified`, `p_cutoff`, ...); its defaults otherwise
                )->Learner:
     "A fastai `Learner` that trains `model` with the (de)biased SSL method `method` as the authors do."
     if amp not in (None, 'fp16', 'bf16'): raise ValueError(f"amp must be None, 'fp16' or 'bf16', got {amp!r}")
     if not lr > 0: raise ValueError(f"lr must be > 0, got {lr}")
-    hp = dict(p_cutoff=p_cutoff, T=T, hard_label=hard_label, modified=modified)
-    if lambda_u is not None: hp['lambda_u'] = lambda_u
-    meth = make_method(method, **hp)
+    meth = make_method(method, **method_kwargs)
     tr = dls.train
     if hasattr(tr, 'views') and tuple(tr.views) != tuple(meth.views): tr.views = meth.views  # what the method reads
     if num_classes is None: num_classes = getattr(unwrap_model(model), 'num_classes', None)
@@ -144,11 +146,19 @@ def ssl_learner(dls, # `DataLoaders` from `ssl_dataloaders`: training batches `(
     if amp is not None: callbacks.append(SSLMixedPrecision(amp_mode=amp))
     learn = Learner(dls, model, loss_func=CrossEntropyLossFlat(), opt_func=partial(sgd_nesterov, mom=momentum, wd=wd),
                     lr=lr, splitter=ssl_splitter, metrics=metrics, cbs=callbacks + list(L(cbs)),
-                    path=save_path if save_path is not None else Path('.'), **kwargs)
+                    path=save_path if save_path is not None else Path('.'), **(learner_kwargs or {}))
     learn.save_path, learn.monitor, learn.overwrite = save_path, monitor, overwrite
     return learn
 
 # %% ../nbs/09_learner.ipynb #3381259d
+def _method_schedules(learn, cbs)->dict:
+    "The schedules the method asks for, unless a `ParamScheduler` given to the learner or the fit schedules λ or the same names."
+    m = getattr(learn, 'ssl_method', None)
+    if m is None: return {}
+    want = m.schedules()
+    given = {k for cb in list(learn.cbs) + list(L(cbs)) for k in getattr(cb, 'scheds', {})}
+    return {} if given & (set(want) | {'lambda_u'}) else want
+
 @patch
 def fit_ssl(self:Learner, num_train_iter:int, # K: total training iterations (from iteration 0)
             num_eval_iter:int|None=None, # N: iterations between evaluations; None: `len(dls.train)`
@@ -182,7 +192,7 @@ def fit_ssl(self:Learner, num_train_iter:int, # K: total training iterations (fr
         raise ValueError(f"the learner is at iteration {start}, not the end of an evaluation period of {N} "
                          "iterations: resume from a checkpoint")
     self.num_eval_iter = N
-    fit_cbs = [SSLIterations(K, N, start), ParamScheduler({'lr': SchedCosFixMatch(self.lr)}),
+    fit_cbs = [SSLIterations(K, N, start), ParamScheduler({'lr': SchedCosFixMatch(self.lr), **_method_schedules(self, cbs)}),
                SSLLogger(), StopOnNonFinite()]
     own = None
     if save_path is not None and is_main_process():

@@ -67,16 +67,16 @@ def test_reference_defaults():
 def test_reference_commands_mean_what_they_mean_there(tmp_path):
     from defixmatch.train import resolve_args
     got = {k: resolve_args(c.split() + ['--save_dir', str(tmp_path)]) for k, c in REF_COMMANDS.items()}
-    summary = {k: (a.method_resolved, a.ulb_loss_ratio, a.modified, a.save_name) for k, a in got.items()}
+    summary = {k: (a.method, a.ulb_loss_ratio, a.modified_fixmatch, a.save_name) for k, a in got.items()}
     assert summary == {'complete case': ('complete_case', 0.0, True, 'Modcifar10_4000_0.0_0'),
                        'fixmatch': ('fixmatch', 0.5, True, 'Modcifar10_4000_0.5_0'),
                        'defixmatch': ('defixmatch', 0.5, True, 'Decifar10_4000_0.5_0')}
     # the original FixMatch (no flag) keeps the supervised loss on the weak view only
     a = resolve_args(['--save_dir', str(tmp_path)])
-    assert (a.method_resolved, a.modified, a.save_name) == ('fixmatch', False, 'cifar10_4000_1.0_0')
+    assert (a.method, a.modified_fixmatch, a.save_name) == ('fixmatch', False, 'cifar10_4000_1.0_0')
     # both flags: the reference prefixes 'De', then 'Mod' in front; 'Mod' follows the --modified_fixmatch flag only
     a = resolve_args(REF.split() + ['--debiased', '--modified_fixmatch', '--ulb_loss_ratio', '0.5', '--save_dir', str(tmp_path)])
-    assert (a.method_resolved, a.save_name) == ('defixmatch', 'ModDecifar10_4000_0.5_0')
+    assert (a.method, a.save_name) == ('defixmatch', 'ModDecifar10_4000_0.5_0')
 
 def test_authors_finetuning_flag_is_accepted_and_ignored():
     from defixmatch.train import resolve_args
@@ -137,7 +137,8 @@ def test_dry_run_prints_resolved_configuration(tmp_path):
     res = cli('train', *REF_COMMANDS['defixmatch'].split(), '--save_dir', tmp_path, '--dry_run')
     assert res.returncode == 0, res.stderr
     cfg = json.loads(res.stdout)
-    assert cfg['method_resolved'] == 'defixmatch' and cfg['save_name'] == 'Decifar10_4000_0.5_0'
+    assert (cfg['method'], cfg['debiased'], cfg['modified_fixmatch']) == ('defixmatch', True, True)
+    assert cfg['save_name'] == 'Decifar10_4000_0.5_0'
     assert not (tmp_path/'Decifar10_4000_0.5_0').exists()
 
 # ---------------------------------------------------------------- errors
@@ -194,7 +195,7 @@ def test_reference_command_starts_on_cpu(tmp_path, cifar_slice, name, run_name, 
     assert 'single process' in res.stderr and 'no GPU' in res.stderr   # --multiprocessing-distributed falls back
     run = tmp_path/run_name
     cfg = json.loads((run/'config.json').read_text())
-    assert (cfg['method_resolved'], cfg['ulb_loss_ratio'], cfg['modified'], cfg['net'], cfg['depth']) == \
+    assert (cfg['method'], cfg['ulb_loss_ratio'], cfg['modified_fixmatch'], cfg['net'], cfg['depth']) == \
            (method, lam, True, 'WideResNet', 28)
     rep = json.loads((run/'report.json').read_text())
     assert rep['iteration'] == 2 and rep['n_test'] == 100 and len(rep['per_class_acc']) == 10
@@ -335,3 +336,98 @@ def test_npz_run_at_28_pixels_unbalanced_then_eval(tmp_path):
     assert abs(m['acc'] - rep['acc']) < 1e-9 and abs(m['ce'] - rep['ce']) < 1e-6
     # at 32 pixels the LeNet of the run does not fit: one line, not a silently different network
     assert_one_line_error(cli('eval', '--load_path', run, '--cpu', '--img_size', 32), 'does not fit', code=1)
+
+
+# ---------------------------------------------------------------- one run configuration
+def test_method_flags_reach_the_method_and_the_record(tmp_path):
+    "VAT's flags train with those values, and config.json and the checkpoint record them."
+    res = cli('train', '--dataset', 'digits', '--method', 'vat', '--xi', '1e-5', '--eps', '2.5', '--n_power', '2',
+              '--num_train_iter', 4, '--num_eval_iter', 2, '--batch_size', 8, '--uratio', 2, '--save_dir', tmp_path,
+              '--save_name', 'v', '--no-progress')
+    assert res.returncode == 0, res.stderr[-3000:]
+    cfg = json.loads((tmp_path/'v'/'config.json').read_text())
+    assert {k: cfg[k] for k in ('method', 'debiased', 'xi', 'eps', 'n_power', 'lambda_rampup')} == \
+           {'method': 'vat', 'debiased': False, 'xi': 1e-5, 'eps': 2.5, 'n_power': 2, 'lambda_rampup': 0.4}
+    from defixmatch.checkpoint import read_checkpoint
+    ck = read_checkpoint(tmp_path/'v'/'latest_model.pth')['config']
+    assert (ck['xi'], ck['eps'], ck['n_power']) == (1e-5, 2.5, 2)
+    res = cli('train', '--dataset', 'digits', '--method', 'vat', '--p_cutoff', '0.5', '--save_dir', tmp_path)
+    assert_one_line_error(res, '--p_cutoff is not a hyper-parameter of vat', code=2)
+
+def test_help_lists_each_methods_flags():
+    res = cli('train', '--help')
+    assert res.returncode == 0, res.stderr
+    for f in ('--xi', '--eps', '--n_power', '--lambda_vat', '--lambda_rampup', '--config'): assert f in res.stdout, f
+    line = next(l for l in res.stdout.splitlines() if l.strip().startswith('vat, devat'))
+    assert '--xi --eps --n_power' in line, line
+
+def test_pimodel_ramps_lambda_by_default(tmp_path):
+    res = cli('train', '--dataset', 'digits', '--method', 'pimodel', '--num_train_iter', 20, '--num_eval_iter', 5,
+              '--batch_size', 8, '--uratio', 2, '--save_dir', tmp_path, '--save_name', 'pi', '--no-progress')
+    assert res.returncode == 0, res.stderr[-3000:]
+    import pandas as pd
+    log = pd.read_csv(tmp_path/'pi'/'log.csv')
+    lam = log['lambda_u'].tolist()   # the weight at the last step of each evaluation period: 20 exp(-5 (1 - t)^2), t = (i / K) / 0.4
+    import math
+    assert lam == pytest.approx([20 * math.exp(-5 * (1 - min(i / 20 / 0.4, 1)) ** 2) for i in (4, 9, 14, 19)], rel=1e-5), lam
+    assert lam[0] < 6 and lam[-1] == 20
+
+MODULE = """
+from defixmatch.methods import SSLMethod, register_method
+
+@register_method('gini', debiased='degini')
+class Gini(SSLMethod):
+    "Gini impurity of the weak view's prediction."
+    rules = {'q': (lambda v: v > 1, '> 1')}
+    def __init__(self, q:float=2., # order of the impurity
+                 floor:float=0., # impurities below it count as 0
+                 **kwargs):
+        self.q, self.floor = q, floor
+        super().__init__(**kwargs)
+    def h(self, logits, xs):
+        g = 1 - logits[0].softmax(-1).pow(self.q).sum(-1)
+        return g * (g >= self.floor)
+"""
+
+def test_user_method_from_its_module(tmp_path):
+    (tmp_path/'mymodule.py').write_text(MODULE)
+    res = cli('train', '--method', 'mymodule:degini', '--help', cwd=tmp_path)
+    assert res.returncode == 0 and '--q' in res.stdout and '--floor' in res.stdout, res.stderr
+    res = cli('train', '--dataset', 'digits', '--method', 'mymodule:degini', '--q', 3, '--num_train_iter', 4, '--num_eval_iter', 2,
+              '--batch_size', 8, '--uratio', 2, '--save_dir', tmp_path/'runs', '--no-progress', cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    run = tmp_path/'runs'/'degini_digits_100_0.5_0'
+    cfg = json.loads((run/'config.json').read_text())
+    assert (cfg['method'], cfg['debiased'], cfg['q'], cfg['floor']) == ('mymodule:degini', True, 3.0, 0.0)
+    res = cli('train', '--dataset', 'digits', '--method', 'mymodule:degini', '--q', 1, '--save_dir', tmp_path/'runs', cwd=tmp_path)
+    assert_one_line_error(res, '--q must be > 1', code=2)
+    res = cli('train', '--method', 'nosuchmodule:gini', cwd=tmp_path)
+    assert_one_line_error(res, "no module 'nosuchmodule'", code=2)
+
+def test_config_file_remakes_a_run(tmp_path):
+    "A run folder's config.json re-makes the run (same report); a four-line YAML file runs; flags override the file."
+    args = ['--dataset', 'digits', '--method', 'defixmatch', '--num_train_iter', 20, '--num_eval_iter', 10, '--batch_size', 8,
+            '--uratio', 2, '--save_dir', tmp_path, '--save_name', 'a', '--no-progress']
+    assert cli('train', *args).returncode == 0
+    res = cli('train', '--config', tmp_path/'a'/'config.json', '--save_name', 'b', '--no-progress')
+    assert res.returncode == 0, res.stderr[-3000:]
+    ra, rb = (json.loads((tmp_path/n/'report.json').read_text()) for n in 'ab')
+    for k in ('acc', 'ce', 'ece', 'per_class_acc', 'iteration'): assert ra[k] == rb[k], k
+    ca, cb = (json.loads((tmp_path/n/'config.json').read_text()) for n in 'ab')
+    assert {k: v for k, v in ca.items() if k != 'save_name'} == {k: v for k, v in cb.items() if k != 'save_name'}
+    (tmp_path/'run.yaml').write_text(f"dataset: digits\nmethod: depseudolabel\nnum_train_iter: 6\nsave_dir: {tmp_path}\n")
+    res = cli('train', '--config', tmp_path/'run.yaml', '--num_eval_iter', 3, '--no-progress')
+    assert res.returncode == 0, res.stderr[-3000:]
+    cfg = json.loads((tmp_path/'depseudolabel_digits_100_0.5_0'/'config.json').read_text())
+    assert (cfg['method'], cfg['num_train_iter'], cfg['num_eval_iter'], cfg['p_cutoff']) == ('depseudolabel', 6, 3, 0.95)
+    (tmp_path/'bad.yaml').write_text("dataset: digits\nnum_labelz: 10\n")
+    assert_one_line_error(cli('train', '--config', tmp_path/'bad.yaml'), 'unknown flag(s) num_labelz', code=2)
+
+def test_resume_checks_the_checkpoints_own_method(tmp_path):
+    "Without config.json beside it, a checkpoint still says which method trained it."
+    args = ['--dataset', 'digits', '--num_train_iter', 8, '--num_eval_iter', 4, '--batch_size', 8, '--uratio', 2, '--no-progress']
+    assert cli('train', *args, '--method', 'defixmatch', '--save_dir', tmp_path, '--save_name', 'r').returncode == 0
+    (tmp_path/'r'/'config.json').unlink()
+    res = cli('train', *args, '--method', 'pseudolabel', '--resume', '--load_path', tmp_path/'r'/'latest_model.pth',
+              '--save_dir', tmp_path, '--save_name', 'r2', '--num_train_iter', 12)
+    assert_one_line_error(res, 'was trained by defixmatch, not pseudolabel', code=2)
