@@ -106,13 +106,22 @@ class EMACallback(Callback):
         self.averaged.n_averaged += 1
 
     def before_validate(self):
-        if self.averaged is None: return
+        if self.averaged is None or not getattr(self, 'swap', True): return
         self._train_model, self.learn.model = self.learn.model, self.averaged.module.eval()
 
     def _restore(self):
         if self._train_model is not None: self.learn.model, self._train_model = self._train_model, None
     def after_validate(self): self._restore()
     def after_fit(self): self._restore()
+
+    swap = True  # evaluate the EMA model in place of the training model (`summary` turns it off while it records layers)
+    def run_state(self)->dict|None:
+        "A copy of the average (weights and counter): the state of the run that a fit changes and fastai does not restore."
+        return None if self.averaged is None else {k: v.detach().clone() for k, v in self.averaged.state_dict().items()}
+    def set_run_state(self, state:dict|None):
+        "Put back a `run_state` (None: no average yet)."
+        if state is None: self.averaged = None
+        else: self.averaged.load_state_dict(state)
 
 # %% ../nbs/07_callbacks.ipynb #19fe8100
 SSL_EVAL_METRICS = {# column name: function of (logits, targets)

@@ -9,7 +9,7 @@ __all__ = ['read_checkpoint', 'load_checkpoint', 'save_checkpoint', 'ssl_state',
            'trim_log']
 
 # %% ../nbs/08_checkpoint.ipynb #1a766b00
-import ast, csv, math, os, random, tempfile
+import ast, csv, math, os, pickle, random, re
 from pathlib import Path
 from typing import Mapping
 
@@ -22,6 +22,7 @@ from fastai.torch_core import default_device
 
 from .models import unwrap_model
 from .distributed import is_main_process
+from .runs import atomic_write
 
 # %% ../nbs/08_checkpoint.ipynb #542c80f0
 def read_checkpoint(path, # file written by `torch.save` / `save_checkpoint`
@@ -33,9 +34,10 @@ def read_checkpoint(path, # file written by `torch.save` / `save_checkpoint`
     try: obj = torch.load(path, map_location='cpu', weights_only=weights_only)
     except Exception as e:
         msg = str(e)
-        if weights_only and 'Unsupported global' in msg:
-            glob = msg.split('Unsupported global:', 1)[1].split(' was not', 1)[0].strip()
-            raise ValueError(f"checkpoint {path} holds objects that weights_only loading refuses ({glob}); "
+        if weights_only and isinstance(e, pickle.UnpicklingError) and 'Weights only load failed' in msg:
+            glob = re.search(r'GLOBAL ([\w.]+)', msg)  # torch words it in several ways; the refused object is named
+            what = f" ({'GLOBAL ' + glob.group(1)})" if glob else ''
+            raise ValueError(f"checkpoint {path} holds objects that weights_only loading refuses{what}; "
                              "pass weights_only=False only if you trust the file") from None
         raise ValueError(f"not a readable checkpoint: {path}") from e
     if not isinstance(obj, Mapping): raise ValueError(f"not a checkpoint: {path} holds a {type(obj).__name__}, not a dict")
@@ -86,10 +88,6 @@ def load_checkpoint(path, # checkpoint file: the authors' format, this package's
     return model
 
 # %% ../nbs/08_checkpoint.ipynb #1f4b0ee2
-def _umask()->int:
-    "The process's file-creation mask (read by setting it and restoring it at once)."
-    m = os.umask(0); os.umask(m); return m
-
 def save_checkpoint(path, # destination file; its folder is created if needed
                     **state, # entries of the checkpoint, e.g. train_model=, eval_model=, optimizer=, it=
                    )->Path:
@@ -98,22 +96,7 @@ def save_checkpoint(path, # destination file; its folder is created if needed
     if not state: raise ValueError("state is empty: give at least one entry, e.g. eval_model=model")
     state = {k: (v.state_dict() if hasattr(v, 'state_dict') else v) for k, v in state.items()}
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            torch.save(state, f)
-            f.flush(); os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 -> the mode `open` would give
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp): os.remove(tmp)
-        raise
-    try:  # make the rename itself durable (not possible on every platform)
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try: os.fsync(dfd)
-        finally: os.close(dfd)
-    except OSError: pass
-    return path
+    return atomic_write(path, lambda f: torch.save(state, f))  # temporary file, fsync, rename (`defixmatch.runs`)
 
 # %% ../nbs/08_checkpoint.ipynb #0761b1a1
 def _rng_state()->dict:
@@ -207,11 +190,12 @@ def _regroup(sd:dict, opt)->dict:
     return {'state': state, 'param_groups': new_groups}
 
 def load_ssl_checkpoint(learn:Learner, # a learner made by `ssl_learner` with the same model and method
-                        path, # checkpoint file written by `SSLCheckpoint` (or the authors' format)
+                        path, # checkpoint file written by `SSLCheckpoint` (or the authors' format), or its dictionary already read
                         weights_only:bool=True, # restricted unpickling; False only for trusted files
                        )->dict:
     "Restore training state from `path` into `learn`; return the checkpoint dictionary."
-    ckpt = read_checkpoint(path, weights_only=weights_only)
+    ckpt = path if isinstance(path, dict) else read_checkpoint(path, weights_only=weights_only)
+    if isinstance(path, dict): path = 'the checkpoint'
     if 'train_model' not in ckpt: raise ValueError(f"checkpoint {path} has no 'train_model' entry: cannot resume")
     model = unwrap_model(learn.model)
     model.load_state_dict(_strip_prefixes(ckpt['train_model']))
@@ -242,18 +226,19 @@ def trim_log(path, # a CSV log with an `iter` column, e.g. `log.csv` of a run
     if not path.is_file(): return 0
     lines = path.read_text().splitlines(keepends=True)
     if not lines: return 0
-    cols = next(csv.reader([lines[0]]))
-    if 'iter' not in cols: raise ValueError(f"path {path} has no 'iter' column: {cols}")
-    j = cols.index('iter')
-    keep = [lines[0]] + [l for l in lines[1:] if l.strip() and float(next(csv.reader([l]))[j]) <= it]
+    if not lines[0].endswith('\n'): keep = []  # cut inside the header: the resumed run writes it again
+    else:
+        cols = next(csv.reader([lines[0]]))
+        if 'iter' not in cols: raise ValueError(f"path {path} has no 'iter' column: {cols}")
+        j = cols.index('iter')
+        keep = [lines[0]] + [l for l in lines[1:] if _row_iter(l, j, len(cols)) <= it]
     dropped = len(lines) - len(keep)
-    if dropped:
-        fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
-        try:
-            with os.fdopen(fd, 'w') as f: f.writelines(keep)
-            os.chmod(tmp, path.stat().st_mode & 0o777)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp): os.remove(tmp)
-            raise
+    if dropped: atomic_write(path, ''.join(keep), mode=path.stat().st_mode & 0o777)
     return dropped
+
+def _row_iter(line:str, j:int, n:int) -> float:
+    "The iteration of a whole CSV row of `n` columns (`iter` the `j`-th); +inf for a row cut by a kill, or not a row."
+    if not line.endswith('\n') or not line.strip(): return math.inf
+    row = next(csv.reader([line]))
+    try: return float(row[j]) if len(row) == n else math.inf
+    except ValueError: return math.inf

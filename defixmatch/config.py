@@ -14,7 +14,7 @@ __all__ = ['AUTHORS_DEFAULTS', 'PRESETS', 'HFLIP', 'BASE_FLAGS', 'NETS', 'RECORD
 import argparse, json, math, os, sys, warnings
 from pathlib import Path
 from .cli import str2bool, CLIError, ArgumentParser, CONFIG_NAME, run_config
-from .runs import RunFolder
+from .runs import RunFolder, RunFolderError, check_run_name
 
 # %% ../nbs/10a_config.ipynb #73c1ff5b
 #: Defaults of the reference implementation for the flags a dataset preset may change.
@@ -211,6 +211,8 @@ def _check_gpu(args):
 
 #: Networks of `--net` (any case).
 NETS = ('WideResNet', 'SmallCNN', 'LeNet')
+#: Largest `--num_train_iter`: 2**31 - 1, two thousand times the reference's 2**20 (a larger value is a typo).
+_MAX_ITER = 2**31 - 1
 _FLOATS = ('lr', 'momentum', 'weight_decay', 'ema_m', 'ulb_loss_ratio', 'lambda_rampup', 'leaky_slope', 'dropout')
 
 def _check_numbers(args):
@@ -423,6 +425,8 @@ def resolve_args(argv:list|None=None, # command-line arguments (default: `sys.ar
     for k in ('num_train_iter', 'num_eval_iter', 'num_labels', 'batch_size', 'uratio', 'eval_batch_size', 'epoch'):
         if getattr(args, k) < 1: raise CLIError(f"--{k} must be >= 1, got {getattr(args, k)}")
     if args.num_workers < 0: raise CLIError(f"--num_workers must be >= 0, got {args.num_workers}")
+    if args.num_train_iter > _MAX_ITER: raise CLIError(f"--num_train_iter must be at most {_MAX_ITER}, got {args.num_train_iter}")
+    if not 0 <= args.seed < 2**32: raise CLIError(f"--seed must be in [0, 2**32 - 1] (numpy's seeds), got {args.seed}")
     if args.balanced_labels and args.num_labels % args.num_classes:
         raise CLIError(f"--num_labels {args.num_labels} is not a multiple of --num_classes {args.num_classes} "
                        "(--balanced_labels False draws the labelled set without regard to class)")
@@ -441,6 +445,8 @@ def resolve_args(argv:list|None=None, # command-line arguments (default: `sys.ar
     _check_resume(args)
     # run folder
     if args.save_name is None: args.save_name = run_name(args)
+    try: check_run_name(args.save_name)
+    except RunFolderError as e: raise CLIError(f"--save_name: {e}") from None
     args.save_path = str(Path(args.save_dir) / args.save_name)
     from defixmatch.distributed import is_main_process
     if not is_main_process(): return args  # the other ranks of a launcher's run write nothing in the run folder

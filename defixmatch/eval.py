@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 from .cli import (ArgumentParser, fail, quiet_warnings, CONFIG_NAME, run_config, evaluate_checkpoint,
                             format_report, report_header)
+from .runs import atomic_write
 
 # %% ../nbs/12_eval.ipynb #fc9ebed9
 #: The best checkpoint of `defixmatch-train` run with its default flags (run folder SAVE_DIR/cifar10_4000_1.0_0).
@@ -84,7 +85,7 @@ def main(argv:list|None=None):
             txt = json.dumps(dict(m, classes=out['classes'], **s), indent=1)
             if args.json == '-': print(txt)
             else:
-                Path(args.json).parent.mkdir(parents=True, exist_ok=True); Path(args.json).write_text(txt + '\n')
+                Path(args.json).parent.mkdir(parents=True, exist_ok=True); atomic_write(args.json, txt + '\n')
                 print(f"metrics written to {args.json}")
         if args.plot:
             paths = save_plots(out['logits'], out['targets'], m, args.plot, out['classes'], title=Path(s['load_path']).parent.name)

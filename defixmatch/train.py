@@ -14,7 +14,7 @@ from pathlib import Path
 from .cli import (CLIError, fail, quiet_warnings, CONFIG_NAME, net_options, format_report, report_header,
                             warn_about_classes)
 from .config import get_parser, resolve_args, run_name, dataset_name, config_dict
-from .runs import RunFolder, RunFolderError, DiskFullError, disk_full_one_line
+from .runs import RunFolder, RunFolderError, DiskFullError, disk_full_one_line, atomic_write
 
 # %% ../nbs/11_train.ipynb #3d10f737
 def build_data(args, # from `resolve_args`
@@ -76,13 +76,8 @@ def table_logger(learn):
     return log
 
 def _write_json(path, obj):
-    "Write `obj` as JSON to `path` through a temporary file and a rename: never half-written."
-    path = Path(path)
-    tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
-    try:
-        tmp.write_text(json.dumps(obj, indent=1) + '\n'); os.replace(tmp, path)
-    finally:
-        if tmp.exists(): tmp.unlink()
+    "Write `obj` as JSON to `path` with `atomic_write`: synced to disk, renamed into place, never half-written."
+    atomic_write(path, json.dumps(obj, indent=1) + '\n')
 
 def _resume_from(args):
     "What `fit_ssl` resumes from: the checkpoint read once when the flags were checked (else its path), or False."
@@ -96,8 +91,9 @@ def learner_report(learn, # a trained SSL learner; its EMA model is evaluated
                   ) -> dict:
     "The evaluation report of the EMA model the learner holds, through fastai's `get_preds` on the test loader."
     from defixmatch.metrics import evaluation_metrics
+    from fastcore.basics import noop
     it = learn.iteration  # fastai's `get_preds` runs `before_fit`, which sets the iteration counter to 0
-    with learn.no_bar(), learn.no_logging(): logits, targets = learn.get_preds(dl=learn.dls.valid)
+    with learn.no_bar(), learn.no_logging(): logits, targets = learn.get_preds(dl=learn.dls.valid, act=noop)  # the logits
     learn.iteration = it
     C = len(data.classes)
     metrics = evaluation_metrics(logits.float(), targets, num_classes=C)

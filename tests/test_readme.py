@@ -19,3 +19,11 @@ def test_ci_installs_and_tests_exactly_as_the_readme_says():
     assert len(install) == 1 and len(tests) == 1, blocks
     ci_lines = [l.strip() for l in ci.splitlines()]
     assert install[0] in ci_lines and tests[0] in ci_lines
+
+def test_install_starts_in_a_virtual_environment_and_tells_cpu_users_what_they_get():
+    readme = (ROOT/'README.md').read_text()
+    install = readme.split('## Install', 1)[1].split('\n## ', 1)[0]
+    blocks = _sh_blocks(install)
+    assert blocks[0].startswith('python3 -m venv') and blocks[1].startswith('pip install'), blocks
+    assert 'without a GPU' in install and 'GB' in install                  # what the CUDA wheels weigh
+    assert '--index-url https://download.pytorch.org/whl/cpu' in install   # and how to avoid them

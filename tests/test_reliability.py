@@ -14,9 +14,9 @@ RUN = 'Dedigits_100_0.5_0'
 
 def _cmd(*args): return [sys.executable, '-m', 'defixmatch.train', *map(str, SMALL), *map(str, args)]
 
-def _ckpt_it(path):
-    from defixmatch.checkpoint import read_checkpoint
-    return int(read_checkpoint(path)['it'])
+from defixmatch.checkpoint import read_checkpoint   # imported once here: a first import inside a polling loop takes
+                                                    # seconds, in which a short run can end before the test kills it
+def _ckpt_it(path): return int(read_checkpoint(path)['it'])
 
 def test_sigkill_then_resume_reaches_the_same_end(tmp_path):
     killed_dir, full_dir = tmp_path/'killed', tmp_path/'full'
@@ -137,7 +137,7 @@ def test_a_live_run_owns_its_folder(tmp_path):
     assert p.returncode == 130, err.decode()[-2000:]   # interrupted by the test, as a user's Ctrl-C
     assert sorted(f.name for f in tmp_path.iterdir()) == [RUN]   # no lock, no staging folder left
     cfg = json.loads((tmp_path/RUN/'config.json').read_text())
-    assert cfg['overwrite'] is False and cfg['num_train_iter'] == K2
+    assert 'overwrite' not in cfg and cfg['num_train_iter'] == K2   # how a run was launched is not part of its configuration
     it = _ckpt_it(tmp_path/RUN/'latest_model.pth')
     logged = pd.read_csv(tmp_path/RUN/'log.csv')['iter'].tolist()
     assert it >= N and it % N == 0 and logged[:it // N] == list(range(N, it + 1, N))   # the first run's own log and checkpoint
@@ -157,7 +157,9 @@ def test_a_killed_run_leaves_no_stuck_lock(tmp_path):
 
 @pytest.mark.parametrize('flags, fragment', [(['--net', 'ResNet50'], '--net'), (['--lr', '-1'], '--lr'),
     (['--lr', 'nan'], '--lr'), (['--ulb_loss_ratio', 'nan'], '--ulb_loss_ratio'), (['--depth', '11', '--net', 'WideResNet'], '--depth'),
-    (['--num_labels', '1e2'], '--num_labels'), (['--load_path', 'x.pth'], '--resume')])
+    (['--num_labels', '1e2'], '--num_labels'), (['--load_path', 'x.pth'], '--resume'),
+    (['--seed', '-1'], '--seed'), (['--seed', str(2**32)], '--seed'), (['--num_train_iter', str(10**20)], '--num_train_iter'),
+    *[(['--save_name', n], '--save_name') for n in ('', '.', '..', '../x', '/tmp/abs', 'a/b', './R2')]])
 def test_bad_flags_fail_at_once_and_create_nothing(tmp_path, flags, fragment):
     t0 = time.time()
     res = cli('train', *SMALL, '--save_dir', tmp_path/'runs', *flags)
@@ -213,3 +215,33 @@ def test_resume_with_other_method_dataset_or_net_is_refused(tmp_path):
         assert_one_line_error(res, frag, code=2)
     res = cli('train', *SMALL, '--num_train_iter', 10, '--save_dir', tmp_path, '--resume', '--load_path', ck)
     assert_one_line_error(res, 'already the end', code=2)
+
+def test_a_live_run_owns_its_real_folder_however_spelled(tmp_path):
+    "While a run writes SAVE_DIR/R2, other spellings of that folder (./R2, SAVE_DIR/../SAVE_DIR, a link to it) are refused in one line; the run is unharmed."
+    env = dict(os.environ, OMP_NUM_THREADS='1')
+    runs, K2 = tmp_path/'runs', 100_000   # the first run is stopped (Ctrl-C) once the others have been refused
+    p = subprocess.Popen(_cmd('--save_dir', runs, '--save_name', 'R2', '--num_train_iter', K2), stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, env=env, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        _wait_for(lambda: (runs/'R2'/'latest_model.pth').exists(), p, 'its first checkpoint')
+        (runs/'R2_link').symlink_to('R2')
+        res = cli('train', *SMALL, '--save_dir', runs, '--save_name', './R2', '--overwrite')
+        assert_one_line_error(res, '--save_name', "'./R2'", 'one folder name', code=2)
+        for d, n, extra in ((runs/'..'/'runs', 'R2', ['--overwrite']), (runs, 'R2_link', ['--overwrite']),
+                            (runs, 'R2_link', ['--resume', '--load_path', runs/'R2'/'latest_model.pth'])):
+            res = cli('train', *SMALL, '--save_dir', d, '--save_name', n, *extra)
+            assert_one_line_error(res, 'in use by another run', f'process {p.pid}', code=2)
+        assert p.poll() is None   # the refusals happened while the first run was alive
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=600)
+    finally:
+        if p.poll() is None: p.kill(); p.wait()
+    assert p.returncode == 130, err.decode()[-2000:]
+    assert sorted(f.name for f in tmp_path.iterdir()) == ['runs']              # nothing beside SAVE_DIR
+    assert sorted(f.name for f in runs.iterdir()) == ['R2', 'R2_link']         # no lock, no staging folder left
+    cfg = json.loads((runs/'R2'/'config.json').read_text())
+    assert cfg['save_name'] == 'R2' and 'overwrite' not in cfg and cfg['num_train_iter'] == K2
+    it = _ckpt_it(runs/'R2'/'latest_model.pth')
+    logged = pd.read_csv(runs/'R2'/'log.csv')['iter'].tolist()
+    assert it >= N and it % N == 0 and logged[:it // N] == list(range(N, it + 1, N))   # the first run's own log and checkpoint
+    assert not (runs/'R2'/'report.json').exists()   # no other run finished in its folder
