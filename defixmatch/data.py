@@ -8,7 +8,9 @@ Docs: https://defixmatch.github.io/defixmatch/data.html.md"""
 __all__ = ['SSLTrainDL', 'ToTensorImage', 'image_datasets', 'SSLDataLoaders', 'ssl_dataloaders', 'SSLData', 'channel_stats',
            'CIFAR_STATS', 'load_cifar', 'SVHN_URL', 'load_svhn', 'load_digits_data', 'IMAGE_EXTS', 'load_image_folder',
            'MEDMNIST_TABLE1', 'MEDMNIST', 'load_medmnist', 'FIXED_SIZE_DATASETS', 'DATASET_NUM_CLASSES',
-           'DATASET_NAMES', 'load_dataset', 'DatasetInfo', 'DATASETS', 'dataset_info', 'split_labeled']
+           'DATASET_NAMES', 'load_dataset', 'DatasetInfo', 'DATASETS', 'dataset_info', 'IDX_FILES',
+           'FASHION_MNIST_CLASSES', 'IDX_DATASETS', 'idx_files', 'read_idx', 'load_idx_dataset', 'CIFAR10_CLASSES',
+           'CIFAR100_CLASSES', 'DIGIT_CLASSES', 'split_labeled', 'split_validation', 'noisy_labels']
 
 # %% ../nbs/02b_data.ipynb #3985f69f
 from pathlib import Path
@@ -34,7 +36,9 @@ from .split import *
 # the names of the datasets and of the split, importable from here as before the modules were split
 _all_ = ['SSLData', 'channel_stats', 'CIFAR_STATS', 'load_cifar', 'SVHN_URL', 'load_svhn', 'load_digits_data',
          'IMAGE_EXTS', 'load_image_folder', 'MEDMNIST_TABLE1', 'MEDMNIST', 'load_medmnist', 'FIXED_SIZE_DATASETS',
-         'DATASET_NUM_CLASSES', 'DATASET_NAMES', 'load_dataset', 'DatasetInfo', 'DATASETS', 'dataset_info', 'split_labeled']
+         'DATASET_NUM_CLASSES', 'DATASET_NAMES', 'load_dataset', 'DatasetInfo', 'DATASETS', 'dataset_info', 'IDX_FILES',
+         'FASHION_MNIST_CLASSES', 'IDX_DATASETS', 'idx_files', 'read_idx', 'load_idx_dataset', 'CIFAR10_CLASSES',
+         'CIFAR100_CLASSES', 'DIGIT_CLASSES', 'split_labeled', 'split_validation', 'noisy_labels']
 
 # %% ../nbs/02b_data.ipynb #429d00d4
 def _seed_int(*keys)->int:
@@ -228,11 +232,12 @@ def image_datasets(x:Tensor, # uint8 images, N x 3 x H x W
 
 # %% ../nbs/02b_data.ipynb #a11c7b97
 class SSLDataLoaders(DataLoaders):
-    "fastai `DataLoaders` of a semi-supervised run: `.train` an `SSLTrainDL`, `.valid` a `TfmdDL` of the test set"
+    "fastai `DataLoaders` of a semi-supervised run: `.train` an `SSLTrainDL`, `.valid` and `.test` `TfmdDL`s (validation and test sets)"
     def new_empty(self):
         "These loaders without images (what `learn.export` saves): transforms, split, vocabulary"
         res = super().new_empty()
         res.data, res.lb_idx, res.ulb_idx, res.c, res.vocab = None, self.lb_idx, self.ulb_idx, self.c, self.vocab
+        res.val_idx = getattr(self, 'val_idx', self.lb_idx[:0])
         return res
 
 
@@ -253,8 +258,11 @@ def ssl_dataloaders(data:SSLData, # from `load_dataset`
                     views=VIEW_NAMES, # the views of every training image, in order (names from `VIEW_NAMES`)
                     device_augment:bool=False, # make the views on `device` (`DeviceAugment`) instead of in the loader
                     balanced:bool=True, # labelled set balanced over classes (False: a uniform draw, see `split_labeled`)
+                    num_val:int=0, # labelled images held out for validation (`split_validation`): then `.valid`, `.test` the test set
+                    label_noise:float=0., # share of the labelled images' labels replaced by uniform ones (`noisy_labels`)
+                    test_label_noise:float=0., # share of the test labels replaced by uniform ones
                    )->SSLDataLoaders:
-    "fastai `DataLoaders`: `.train` yields `(x, y_lb)` (every image under each view), `.valid` the normalised test set"
+    "fastai `DataLoaders`: `.train` yields `(x, y_lb)` (every image under each view), `.valid` the validation set (the test set without one), `.test` the test set"
     for k, v in dict(batch_size=batch_size, uratio=uratio, n_iter=n_iter, eval_batch_size=eval_batch_size, world_size=world_size).items():
         if int(v) != v or v < 1: raise ValueError(f"{k} must be a positive integer, got {v}")
     if not 0 <= rank < world_size: raise ValueError(f"rank must be in [0, {world_size}) (world_size={world_size}), got {rank}")
@@ -265,19 +273,26 @@ def ssl_dataloaders(data:SSLData, # from `load_dataset`
     if not include_labeled_in_unlabeled and num_labels == len(data.train_y):
         raise ValueError(f"num_labels ({num_labels}) leaves no unlabelled examples: the training set has {len(data.train_y)} "
                          "and include_labeled_in_unlabeled=False")
-    lb_idx, ulb_idx = split_labeled(data.train_y, num_labels, data.num_classes, seed if split_seed is None else split_seed,
-                                    include_labeled_in_unlabeled, balanced)
+    for k, v in dict(label_noise=label_noise, test_label_noise=test_label_noise).items():
+        if not (isinstance(v, (int, float)) and 0 <= v <= 1): raise ValueError(f"{k} must be a number in [0, 1], got {v!r}")
+    sseed = seed if split_seed is None else split_seed
+    lb_idx, ulb_idx = split_labeled(data.train_y, num_labels, data.num_classes, sseed, include_labeled_in_unlabeled, balanced)
+    lb_idx, ulb_idx, val_idx = split_validation(data.train_y, lb_idx, ulb_idx, num_val, sseed)
+    train_y, noisy_idx = noisy_labels(data.train_y, label_noise, data.num_classes, torch.cat([lb_idx, val_idx]), sseed, stream=2)
+    test_y, test_noisy_idx = noisy_labels(data.test_y, test_label_noise, data.num_classes, None, sseed, stream=3)
     device = torch.device(device if device is not None else 'cuda' if torch.cuda.is_available() else 'cpu')
     pin = device.type == 'cuda' and torch.cuda.is_available()
     tfms = dict(weak=weak_transform(data.mean, data.std, data.hflip), strong=strong_transform(data.mean, data.std, data.hflip))
-    ds = _StepBatches(data.train_x, data.train_y, tfms, views, raw=device_augment)
+    ds = _StepBatches(data.train_x, train_y, tfms, views, raw=device_augment)
     aug = DeviceAugment(DeviceViews(data.mean, data.std, data.hflip, views=views)) if device_augment else None
     bs = batch_size // world_size
     train = SSLTrainDL(ds, lb_idx, ulb_idx, bs, bs * uratio, n_iter, seed, rank, num_workers=num_workers, pin_memory=pin,
                        device=device, after_batch=aug, vocab=list(data.classes), norm=normalize_tfms(data.mean, data.std))
-    valid = TfmdDL(image_datasets(data.test_x, data.test_y, data.classes), bs=eval_batch_size, shuffle=False,
-                   drop_last=False, num_workers=0, pin_memory=pin, device=device, after_batch=normalize_tfms(data.mean, data.std))
-    dls = SSLDataLoaders(train, valid, device=device)
+    eval_dl = lambda x, y: TfmdDL(image_datasets(x, y, data.classes), bs=eval_batch_size, shuffle=False, drop_last=False,
+                                  num_workers=0, pin_memory=pin, device=device, after_batch=normalize_tfms(data.mean, data.std))
+    test = eval_dl(data.test_x, test_y)
+    dls = SSLDataLoaders(train, eval_dl(data.train_x[val_idx], train_y[val_idx]) if len(val_idx) else test, device=device)
+    dls.test, dls.val_idx, dls.noisy_idx, dls.test_noisy_idx = test, val_idx, noisy_idx, test_noisy_idx
     dls.data, dls.lb_idx, dls.ulb_idx, dls.c, dls.vocab = data, lb_idx, ulb_idx, data.num_classes, list(data.classes)
     return dls
 
