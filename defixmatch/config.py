@@ -15,6 +15,7 @@ import argparse, json, math, os, sys, warnings
 from pathlib import Path
 from .cli import str2bool, CLIError, ArgumentParser, CONFIG_NAME, run_config
 from .runs import RunFolder, RunFolderError, check_run_name
+from .methods import FLAG_NAMES
 
 # %% ../nbs/10a_config.ipynb #73c1ff5b
 #: Defaults of the reference implementation for the flags a dataset preset may change.
@@ -40,7 +41,7 @@ def _preset_help(k, fmt=str):
     return f" ({d}; preset {', '.join(pre)})" if pre else f" ({d})"
 
 #: Flags of the base's hyper-parameters: the reference's names for λ and the modified loss.
-BASE_FLAGS = {'lambda_u': 'ulb_loss_ratio', 'modified': 'modified_fixmatch', 'lambda_rampup': 'lambda_rampup'}
+BASE_FLAGS = {**FLAG_NAMES, 'lambda_rampup': 'lambda_rampup'}
 
 def method_flags() -> dict:
     "`{name: (kind, doc, {method: default})}`: the hyper-parameters the registered methods declare beyond the base's."

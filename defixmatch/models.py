@@ -211,4 +211,6 @@ def get_model(net:str, # 'WideResNet', 'SmallCNN' or 'LeNet' (case-insensitive)
         kw['drop_rate'] = kw.pop('dropout')
     bad = [k for k in kw if k not in _MODEL_KW[name]]
     if bad: raise ValueError(f"{name} takes no option {bad[0]!r} (options: {', '.join(_MODEL_KW[name])})")
-    return _MODELS[name](num_classes=num_classes, **kw)
+    model = _MODELS[name](num_classes=num_classes, **kw)
+    model.net_config = {'net': name, 'num_classes': num_classes, **kw}  # what a run's config.json records of its network
+    return model
