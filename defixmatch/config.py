@@ -198,7 +198,7 @@ def run_name(args) -> str:
     else: pre = ('Mod' if args.modified_given else '') + f"{name}_"  # methods the reference does not have carry their name
     return f"{pre}{dataset_name(args.dataset)}_{args.num_labels}_{float(args.ulb_loss_ratio)}_{args.seed}"
 
-# %% ../nbs/10a_config.ipynb #bf5c6c59
+# %% ../nbs/10a_config.ipynb #7327ec5d
 def _check_gpu(args):
     "`--gpu`: a visible GPU index; ignored (with a warning) on CPU."
     if args.gpu < 0: raise CLIError(f"--gpu must be a GPU index >= 0, got {args.gpu}")
@@ -232,40 +232,14 @@ def _check_numbers(args):
         if args.depth < 10 or (args.depth - 4) % 6: raise CLIError(f"--depth must be 6n+4 with n >= 1 (10, 16, 22, 28, ...), got {args.depth}")
         if args.widen_factor < 1: raise CLIError(f"--widen_factor must be >= 1, got {args.widen_factor}")
 
-def _folder_classes(ds) -> list:
-    "Class folders of `ds/train` (an image-folder dataset), as the data loader lists them."
-    tr = Path(ds)/'train'
-    if not tr.is_dir(): raise CLIError(f"--dataset {ds}: an image folder needs train/<class>/ and test/<class>/ subfolders")
-    if not any((Path(ds)/n).is_dir() for n in ('test', 'valid', 'val')):
-        raise CLIError(f"--dataset {ds}: no test/ subfolder (test/<class>/ images are needed for evaluation)")
-    return sorted(p.name for p in tr.iterdir() if p.is_dir() and not p.name.startswith('.'))
-
-def _npz_classes(f:Path) -> int:
-    "Classes of a MedMNIST-format `.npz` file, as `load_medmnist` counts them, from its labels only (the images stay on disk)."
-    import numpy as np
-    from defixmatch.data import MEDMNIST, DATASET_NUM_CLASSES
-    name = f.stem.lower()
-    key = name.rsplit('_', 1)[0] if name.rsplit('_', 1)[-1].isdigit() else name   # 'bloodmnist_64': MedMNIST+ sizes
-    if key in MEDMNIST: return DATASET_NUM_CLASSES[key]
-    try:
-        with np.load(f) as z: ys = [z[k] for k in ('train_labels', 'test_labels')]
-    except Exception as e:
-        raise CLIError(f"--dataset {f}: not a MedMNIST-format .npz file with train_labels and test_labels ({type(e).__name__})") from None
-    if any(y.ndim == 2 and y.shape[1] > 1 for y in ys):
-        raise CLIError(f"--dataset {f} is multi-label: the losses here need one label per image")
-    return max((int(y.max()) for y in ys if y.size), default=-1) + 1
-
-def _dataset_classes(ds:str) -> int:
-    "Number of classes of `--dataset`, without loading its images: a name, an image folder, or a `.npz` file."
-    from defixmatch.data import DATASET_NUM_CLASSES
-    if ds in DATASET_NUM_CLASSES: return DATASET_NUM_CLASSES[ds]
-    p = Path(ds)
-    if p.is_dir(): return len(_folder_classes(ds))
-    if p.suffix.lower() == '.npz':
-        if not p.is_file(): raise CLIError(f"--dataset: no file {ds!r} (a MedMNIST-format .npz file is read where it lies)")
-        return _npz_classes(p)
-    raise CLIError(f"--dataset: unknown dataset {ds!r} (use {', '.join(DATASET_NUM_CLASSES)}, an existing image folder "
-                   "or an existing .npz file)")
+# %% ../nbs/10a_config.ipynb #ca33cd79
+def _dataset_classes(ds:str, # --dataset: a name, an image folder or a .npz file
+                     data_dir:str='./data', # --data_dir
+                    ) -> int:
+    "Number of classes of `--dataset`, from the datasets' registry (`dataset_info`), without loading its images."
+    from defixmatch.datasets import dataset_info
+    try: return dataset_info(ds, data_dir).num_classes
+    except (ValueError, FileNotFoundError) as e: raise CLIError(f"--dataset: {e}") from None
 
 def _check_images(args):
     "`--img_size`: positive, 32 for the fixed-size datasets (CIFAR, SVHN), large enough for the LeNet."
@@ -279,6 +253,7 @@ def _check_images(args):
         try: LeNet(2, 3, args.img_size)
         except ValueError as e: raise CLIError(f"--{e} with --net LeNet") from None
 
+# %% ../nbs/10a_config.ipynb #973c4f0c
 #: What a resumed run must share with the run it continues: its method, its network, and the data it sees.
 _KEYS = {'method': '--method', 'dataset': '--dataset', 'net': '--net', 'img_size': '--img_size',
          'hflip': '--hflip', 'balanced_labels': '--balanced_labels'}
@@ -306,6 +281,7 @@ def _check_resume(args):
             raise CLIError(f"--resume: {args.load_path} belongs to a run with {flag} {theirs}, not {ours}: "
                            f"give {flag} {theirs} to continue it, or start a new run without --resume")
 
+# %% ../nbs/10a_config.ipynb #7a90c3c0
 def _load_config_file(path) -> dict:
     "The flags of a YAML or JSON file, `{flag: value}`; one-line `CLIError` if unreadable."
     p = Path(path)
@@ -341,6 +317,7 @@ def _apply_config_file(p:argparse.ArgumentParser, path) -> set:
     p.set_defaults(**cfg)
     return set(cfg)
 
+# %% ../nbs/10a_config.ipynb #ad443b99
 def _prepare_methods(argv):
     "Import what the method flag (or the configuration file's) names, so that its flags are known; the entry points too."
     from defixmatch.methods import find_method, load_method_plugins
@@ -401,6 +378,7 @@ def _resolve_method(args, from_file:set):
                       "notebook); the paper uses 0.5 with the modified loss")
     if args.adaptive_lambda and not debiased: raise CLIError(f"--adaptive_lambda needs a debiased method, got {name}")
 
+# %% ../nbs/10a_config.ipynb #e67dcf80
 def resolve_args(argv:list|None=None, # command-line arguments (default: `sys.argv[1:]`)
                 ) -> argparse.Namespace:
     "Parse `argv` (over `--config FILE` if given), fill presets and defaults, resolve the method and the run folder; `CLIError` if invalid."
@@ -412,7 +390,7 @@ def resolve_args(argv:list|None=None, # command-line arguments (default: `sys.ar
     args.hflip = HFLIP[args.hflip] if isinstance(args.hflip, str) and args.hflip.lower() in HFLIP else args.hflip
     if isinstance(args.hflip, str): raise CLIError(f"--hflip must be auto, true or false, got {args.hflip!r}")
     ds = args.dataset
-    n_data = _dataset_classes(ds)
+    n_data = _dataset_classes(ds, args.data_dir)
     args.preset = ds if ds in PRESETS else None
     fill = {**AUTHORS_DEFAULTS, **PRESETS.get(ds, {})}
     for k, v in fill.items():

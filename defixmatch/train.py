@@ -22,13 +22,8 @@ def build_data(args, # from `resolve_args`
     "`(data, dls)`: the dataset and the loaders of one process, as `train` builds them."
     from defixmatch.data import load_dataset, ssl_dataloaders
     data = load_dataset(args.dataset, data_dir=args.data_dir, download=True, hflip=args.hflip, size=args.img_size)
-    if args.num_classes is None: args.num_classes = data.num_classes
-    elif args.num_classes != data.num_classes:
-        raise ValueError(f"--num_classes {args.num_classes} does not match the {data.num_classes} classes of {args.dataset}")
-    if args.balanced_labels and args.num_labels % args.num_classes:
-        raise ValueError(f"--num_labels {args.num_labels} is not a multiple of --num_classes {args.num_classes}")
-    if args.batch_size % world_size:
-        raise ValueError(f"--batch_size {args.batch_size} is not divisible by the {world_size} processes")
+    if len(data.classes) != args.num_classes:  # the registry said otherwise (a folder changed since the flags were read)
+        raise ValueError(f"--num_classes {args.num_classes} does not match the {len(data.classes)} classes of {args.dataset}")
     dls = ssl_dataloaders(data, args.num_labels, batch_size=args.batch_size, uratio=args.uratio,
                           n_iter=min(args.num_eval_iter, args.num_train_iter), eval_batch_size=args.eval_batch_size,
                           seed=args.seed, num_workers=args.num_workers, rank=rank, world_size=world_size, device=device,
