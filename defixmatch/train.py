@@ -22,7 +22,10 @@ AUTHORS_DEFAULTS = dict(net='WideResNet', depth=28, widen_factor=2, num_labels=4
                         num_eval_iter=10000, batch_size=64, uratio=7, eval_batch_size=1024, num_workers=1, ema_m=0.999)
 #: Scale presets: applied to the flags above that the command line leaves unset.
 PRESETS = {'digits': dict(net='LeNet', num_labels=100, num_train_iter=400, num_eval_iter=100, batch_size=16,
-                          uratio=4, eval_batch_size=500, num_workers=0, ema_m=0.99)}
+                          uratio=4, eval_batch_size=500, num_workers=0, ema_m=0.99),
+           # the budget of benchmarks/fashion_mnist.py (the paper's MNIST protocol at CPU scale)
+           **{n: dict(net='LeNet', num_labels=1000, num_train_iter=1500, num_eval_iter=100, batch_size=16, uratio=7,
+                      eval_batch_size=1000, num_workers=0, ema_m=0.99) for n in ('fashion_mnist', 'mnist')}}
 #: Values of `--hflip`: `load_dataset`'s `hflip` (None: the dataset's own rule).
 HFLIP = {'auto': None, 'true': True, 'false': False}
 
@@ -89,6 +92,13 @@ run folder: SAVE_DIR/SAVE_NAME, SAVE_NAME defaulting to [Mod][De]{dataset}_{num_
                    "(augmentations): auto, the dataset's rule (default), true or false")
     g.add_argument('--balanced_labels', type=str2bool, default=True, help='labelled set balanced over classes (default True); False: '
                    'a uniform draw (MCAR) of --num_labels training images, any number')
+    g.add_argument('--num_val', type=int, default=0, help='labelled images (of --num_labels) held out, stratified, as a validation '
+                   'set: model_best.pth is chosen on it and the report gives the test metrics of the best and of the last '
+                   'checkpoint (default 0: no validation set, the best is chosen on the test set, as the reference does)')
+    g.add_argument('--label_noise', type=float, default=0.0, help="share of the labelled images' labels replaced by uniformly "
+                   'drawn ones, seeded by --seed (default 0)')
+    g.add_argument('--test_label_noise', type=float, default=0.0, help='share of the test labels replaced by uniformly drawn ones, '
+                   'seeded by --seed (default 0)')
     g.add_argument('--train_sampler', type=str, default='RandomSampler', help='only RandomSampler (default), as in the reference runs')
     g.add_argument('--num_classes', type=int, default=None, help='number of classes (default: the dataset\'s, 10 for cifar10)')
     g.add_argument('--num_workers', type=int, default=None, help='data loading worker processes' + _preset_help('num_workers'))
@@ -233,7 +243,8 @@ def _check_images(args):
 
 #: What a resumed run must share with the run it continues: its method, its network, and the data it sees.
 _KEYS = {'method_resolved': '--method', 'dataset': '--dataset', 'net': '--net', 'img_size': '--img_size',
-         'hflip': '--hflip', 'balanced_labels': '--balanced_labels'}
+         'hflip': '--hflip', 'balanced_labels': '--balanced_labels', 'num_val': '--num_val', 'label_noise': '--label_noise',
+         'test_label_noise': '--test_label_noise'}
 
 def _check_resume(args):
     "`--load_path` only with `--resume`, a run folder means its latest checkpoint, and the run's method, dataset, net and data settings."
@@ -247,7 +258,8 @@ def _check_resume(args):
     try: cfg = run_config(args.load_path)
     except ValueError as e: raise CLIError(f"--resume: {e}") from None
     mine = dict(method_resolved=args.method_resolved, dataset=dataset_name(args.dataset), net=args.net,
-                img_size=args.img_size, hflip=args.hflip, balanced_labels=args.balanced_labels)
+                img_size=args.img_size, hflip=args.hflip, balanced_labels=args.balanced_labels, num_val=args.num_val,
+                label_noise=args.label_noise, test_label_noise=args.test_label_noise)
     shown = lambda k, v: {None: 'auto', True: 'true', False: 'false'}.get(v, v) if k == 'hflip' else v
     for k, flag in _KEYS.items():
         if k not in cfg or (cfg[k] is None and k != 'hflip'): continue  # (a run of an older version: not recorded)
@@ -280,6 +292,10 @@ def resolve_args(argv:list|None=None, # command-line arguments (default: `sys.ar
     if args.balanced_labels and args.num_labels % args.num_classes:
         raise CLIError(f"--num_labels {args.num_labels} is not a multiple of --num_classes {args.num_classes} "
                        "(--balanced_labels False draws the labelled set without regard to class)")
+    if not 0 <= args.num_val < args.num_labels:
+        raise CLIError(f"--num_val must be >= 0 and smaller than --num_labels ({args.num_labels}), got {args.num_val}")
+    for k in ('label_noise', 'test_label_noise'):
+        if not (math.isfinite(getattr(args, k)) and 0 <= getattr(args, k) <= 1): raise CLIError(f"--{k} must be in [0, 1], got {getattr(args, k)}")
     from defixmatch.methods import check_hyper  # the one place that says what a hyper-parameter must be
     for k in ('p_cutoff', 'T'):
         try: check_hyper(k, getattr(args, k))
@@ -348,7 +364,8 @@ def build_data(args, # from `resolve_args`
     dls = ssl_dataloaders(data, args.num_labels, batch_size=args.batch_size, uratio=args.uratio,
                           n_iter=min(args.num_eval_iter, args.num_train_iter), eval_batch_size=args.eval_batch_size,
                           seed=args.seed, num_workers=args.num_workers, rank=rank, world_size=world_size, device=device,
-                          balanced=args.balanced_labels)
+                          balanced=args.balanced_labels, num_val=getattr(args, 'num_val', 0),
+                          label_noise=getattr(args, 'label_noise', 0.0), test_label_noise=getattr(args, 'test_label_noise', 0.0))
     return data, dls
 
 # %% ../nbs/11_train.ipynb #816007ae
@@ -462,13 +479,22 @@ def train(args, # from `resolve_args`
     acc.wait_for_everyone()
     if not main: return None
     final = run.publish()  # (a no-op: the first checkpoint published it)
-    out = evaluate_checkpoint(final/'latest_model.pth', data=data, net=args.net, num_classes=args.num_classes,
-                              depth=args.depth, widen_factor=args.widen_factor, leaky_slope=args.leaky_slope,
-                              dropout=args.dropout, batch_size=args.eval_batch_size, device=acc.device,
-                              img_size=args.img_size, hflip=args.hflip)
+    import dataclasses
+    test_data = dataclasses.replace(data, test_y=dls.test_y)  # the run's test labels (noised with --test_label_noise)
+    ev = lambda f: evaluate_checkpoint(final/f, data=test_data, net=args.net, num_classes=args.num_classes,
+                                       depth=args.depth, widen_factor=args.widen_factor, leaky_slope=args.leaky_slope,
+                                       dropout=args.dropout, batch_size=args.eval_batch_size, device=acc.device,
+                                       img_size=args.img_size, hflip=args.hflip)
+    out, best = ev('latest_model.pth'), ev('model_best.pth')
+    selection = 'validation' if getattr(args, 'num_val', 0) else 'test'
     out['settings'].update(dataset=args.dataset, wall_time_s=round(time.time() - t0, 1), iteration=learn.iteration)
     print(format_report(out['metrics'], out['classes'], report_header(out['settings'])), flush=True)
-    rep = dict(out['metrics'], classes=out['classes'], **out['settings'])
+    b = best['metrics']
+    print(f"{'best checkpoint':<16}{best['settings']['load_path']} (iteration {best['settings']['iteration']}, chosen on "
+          f"{selection} accuracy{' of ' + str(args.num_val) + ' held-out labelled images' if args.num_val else ', as the reference does'})\n"
+          f"{'  test accuracy':<16}{100 * b['acc']:6.2f} %\n{'  cross-entropy':<16}{b['ce']:8.4f}\n{'  ECE (15 bins)':<16}{b['ece']:8.4f}", flush=True)
+    rep = dict(out['metrics'], classes=out['classes'], **out['settings'], selection=selection,
+               best=dict(b, iteration=best['settings']['iteration'], load_path=best['settings']['load_path']))
     _write_json(final/'report.json', rep)
     print(f"{'log':<16}{final/'log.csv'}\n{'report':<16}{final/'report.json'}\n"
           f"{'checkpoints':<16}{final/'latest_model.pth'}, {final/'model_best.pth'}", flush=True)
