@@ -69,12 +69,13 @@ optimiser state and data draws as an uninterrupted run).
     python benchmarks/cifar10_cpu.py --until 4096                               # stop every run at half way (resume later)
     python benchmarks/cifar10_cpu.py --quick --out /tmp/cifar_quick              # CI: a tiny run on an extracted slice
 """
-import argparse, contextlib, csv, fcntl, json, os, platform, shutil, subprocess, sys, tarfile, tempfile, time, warnings
+import argparse, contextlib, json, os, shutil, sys, tarfile, tempfile, time, warnings
 from datetime import datetime, timezone
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT/'benchmarks'/'results'
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from grid import Grid, RESULTS, locked, read_rows, versions  # noqa: E402
+import grid as _grid  # noqa: E402
 NAME = 'cifar10_cpu'
 METHODS = ('complete_case', 'fixmatch', 'defixmatch', 'supervised')
 KEY = ('method', 'risk', 'lambda_u', 'num_labels', 'seed', 'iterations', 'eval_every', 'batch', 'uratio', 'net',
@@ -97,41 +98,13 @@ def risk_of(method:str, lambda_u:float, num_labels:int, n_train:int)->tuple:
 
 def key_of(row:dict)->tuple:
     "The identity of a run in the CSV (numbers normalised so that '0.5' and 0.5 match)."
-    out = []
-    for k in KEY:
-        v = row[k]
-        out.append(str(v) if k in ('method', 'risk', 'net') else float(v) if k in ('lambda_u', 'ema_m')
-                   else int(float(v)))
-    return tuple(out)
+    return _grid.key_of(row, KEY)
 
 
 def run_name(k:dict)->str:
     "Folder of a run under `--save-dir`: every field of its key."
     return (f"{k['method']}-n{k['num_labels']}-s{k['seed']}-{k['net'].lower()}{k['width']}-K{k['iterations']}"
             f"-N{k['eval_every']}-B{k['batch']}-u{k['uratio']}-lam{k['lambda_u']:g}-ema{k['ema_m']:g}")
-
-
-def read_rows(path:Path)->list:
-    if not path.exists(): return []
-    with path.open(newline='') as f: return list(csv.DictReader(f))
-
-
-def append_rows(path:Path, fields, rows):
-    new = not path.exists() or path.stat().st_size == 0
-    with path.open('a', newline='') as f:
-        w = csv.DictWriter(f, fieldnames=fields, extrasaction='ignore')
-        if new: w.writeheader()
-        for r in rows: w.writerow({k: r.get(k) for k in fields})
-
-
-@contextlib.contextmanager
-def locked(path:Path):
-    "An exclusive lock on `path.lock`, for processes writing the same files."
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(str(path) + '.lock', 'w') as lk:
-        fcntl.flock(lk, fcntl.LOCK_EX)
-        try: yield
-        finally: fcntl.flock(lk, fcntl.LOCK_UN)
 
 
 def _image_root(folder:Path)->Path:
@@ -171,15 +144,6 @@ def extract_once(tgz, # the image-folder tarball (members <root>/train/<class>/*
             print(f"# extracted {tgz} into {dest} in {time.time() - start:.1f} s", flush=True)
         finally: shutil.rmtree(tmp, ignore_errors=True)
     return dest
-
-
-def versions()->dict:
-    import torch, fastai, torchvision
-    try: commit = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    except OSError: commit = None
-    return dict(python=platform.python_version(), torch=torch.__version__, torchvision=torchvision.__version__,
-                fastai=fastai.__version__, machine=platform.machine(), processor=platform.processor(),
-                cpus=os.cpu_count(), git_commit=commit or None)
 
 
 def run_clock(run_dir:Path, K:int, until:int|None, label:str):
@@ -399,20 +363,15 @@ def main(argv=None):
     print(f"# {len(keys)} runs: {len(keys) - len(todo)} already in {runs_csv} (skipped), {len(todo)} to do", flush=True)
     for k in keys:
         if key_of(k) in done: print(f"{k['method']:>14} skipped: already in {runs_csv.name}", flush=True)
-    new = 0
-    for k in todo:
-        if key_of(k) in {key_of(r) for r in read_rows(runs_csv)}: continue  # another process finished it meanwhile
+    g = Grid(runs_csv, KEY, FIELDS, extra={'curves': (curves_csv, CURVE_FIELDS)})
+    def one(k):
         row = run_one(data, k, a.save_dir, a.until, a.threads)
-        if row is None: continue
-        curve = row.pop('_curve')
-        with locked(runs_csv):
-            if key_of(k) in {key_of(r) for r in read_rows(runs_csv)}: continue
-            if curve: append_rows(curves_csv, CURVE_FIELDS, curve)
-            append_rows(runs_csv, FIELDS, [row])
-        new += 1
-        print(f"{k['method']:>14} acc={row['acc']:.4f} ce={row['ce']:.4f} ece={row['ece']:.4f} "
-              f"worst={row['worst_class_acc']:.4f} ({row['worst_class']}) {row['status']} "
-              f"{row['train_s']} s ({row['s_per_iter']} s/it)", flush=True)
+        if row is None: return None
+        return row, {'curves': row.pop('_curve')}
+    label = lambda k, row: (f"{k['method']:>14} acc={row['acc']:.4f} ce={row['ce']:.4f} ece={row['ece']:.4f} "
+                            f"worst={row['worst_class_acc']:.4f} ({row['worst_class']}) {row['status']} "
+                            f"{row['train_s']} s ({row['s_per_iter']} s/it)")
+    new = g.run(todo, one, label=label)
     print(f"# {new} new rows in {runs_csv}", flush=True)
     finished = {key_of(r): r for r in read_rows(runs_csv)}
     for k in keys:

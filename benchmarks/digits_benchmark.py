@@ -11,12 +11,13 @@ per evaluation) goes to a second CSV, and the command line, versions and budget 
     python benchmarks/digits_benchmark.py --shard 1/2 &
     python benchmarks/digits_benchmark.py --quick             # a few iterations per method, in a temporary folder
 """
-import argparse, contextlib, fcntl, json, math, os, platform, subprocess, sys, tempfile, time, warnings
+import argparse, contextlib, json, sys, tempfile, time, warnings
 from datetime import datetime, timezone
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT/'benchmarks'/'results'
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from grid import Grid, RESULTS, locked, record_invocation, update_invocation, versions  # noqa: E402
+import grid as _grid  # noqa: E402
 METHODS = ('complete_case', 'fixmatch', 'defixmatch', 'pseudolabel', 'depseudolabel')
 KEY = ('method', 'lambda_u', 'num_labels', 'seed', 'iterations', 'batch', 'uratio', 'width', 'ema_m')
 FIELDS = KEY + ('acc', 'ce', 'ece', 'worst_class_acc', 'per_class_acc', 'mask_ratio', 'mask_ratio_lb',
@@ -35,47 +36,7 @@ def grid(methods=METHODS, labels=(50, 100), seeds=range(5), lam=0.5, sweep_metho
 
 def key_of(row:dict)->tuple:
     "The identity of a run in the CSV (numbers normalised so that '0.5' and 0.5 match)."
-    out = []
-    for k in KEY:
-        v = row[k]
-        out.append(str(v) if k == 'method' else float(v) if k in ('lambda_u', 'ema_m') else int(float(v)))
-    return tuple(out)
-
-
-def done_keys(path:Path)->set:
-    import csv
-    if not path.exists(): return set()
-    with path.open() as f: return {key_of(r) for r in csv.DictReader(f)}
-
-
-@contextlib.contextmanager
-def locked(path:Path):
-    "An exclusive lock on the folder of `path`, for processes appending to the same files (no lock file is left)."
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        fcntl.flock(fd, fcntl.LOCK_UN); os.close(fd)
-
-
-def record_invocation(side:Path, entry:dict, **info):
-    "Append `entry` to the `invocations` of the sidecar JSON `side` (created with `info` when missing)."
-    meta = json.loads(side.read_text()) if side.exists() else dict(info)
-    if 'command' in meta and 'invocations' not in meta:  # the first format kept one command
-        meta['invocations'] = [dict(command=meta.pop('command'), started=meta.pop('started', None))]
-    meta.update({k: v for k, v in info.items() if k not in meta})
-    meta.setdefault('invocations', []).append(entry)
-    side.write_text(json.dumps(meta, indent=1))
-
-
-def append_rows(path:Path, fields, rows):
-    import csv
-    new = not path.exists() or path.stat().st_size == 0
-    with path.open('a', newline='') as f:
-        w = csv.DictWriter(f, fieldnames=fields)
-        if new: w.writeheader()
-        for r in rows: w.writerow({k: r.get(k) for k in fields})
+    return _grid.key_of(row, KEY)
 
 
 def run_one(data, method:str, lambda_u:float, num_labels:int, seed:int, iterations:int, eval_every:int, batch:int,
@@ -131,14 +92,6 @@ def metric_fields(preds, # test logits of the final EMA model
                     'per_class_acc': json.dumps([round(v, 6) for v in res['per_class_acc']])}
 
 
-def versions()->dict:
-    import torch, fastai
-    try: commit = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    except OSError: commit = None
-    return dict(python=platform.python_version(), torch=torch.__version__, fastai=fastai.__version__,
-                machine=platform.machine(), processor=platform.processor(), cpus=os.cpu_count(), git_commit=commit)
-
-
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--out', type=Path, default=None, help='folder of the CSVs (default benchmarks/results)')
@@ -189,30 +142,20 @@ def main(argv=None):
                  started=datetime.now(timezone.utc).isoformat(timespec='seconds'), shard=a.shard, versions=versions())
     with locked(runs_csv):
         record_invocation(side, entry, grid_size=len(todo), budget=budget, versions=versions())
-    done = done_keys(runs_csv)
-    mine = [r for j, r in enumerate(todo) if j % n == i]
+    g = Grid(runs_csv, KEY, FIELDS, extra={'curves': (curves_csv, CURVE_FIELDS)})
+    mine = [dict(zip(KEY, (*r, a.iterations, a.batch, a.uratio, a.width, a.ema_m))) for j, r in enumerate(todo) if j % n == i]
     print(f"# {' '.join(sys.argv)}\n# grid: {len(todo)} runs, this shard: {len(mine)}, already in {runs_csv}: "
-          f"{sum(key_of(dict(zip(KEY, (*r, a.iterations, a.batch, a.uratio, a.width, a.ema_m)))) in done for r in mine)}",
-          flush=True)
-    new = 0
-    for method, lam, labels, seed in mine:
-        k = dict(zip(KEY, (method, lam, labels, seed, a.iterations, a.batch, a.uratio, a.width, a.ema_m)))
-        if key_of(k) in done_keys(runs_csv): continue
-        if a.max_runs is not None and new >= a.max_runs: break
-        row, curve = run_one(data, method, lam, labels, seed, a.iterations, a.eval_every, a.batch, a.uratio,
-                             a.width, a.ema_m)
-        with locked(runs_csv):
-            if key_of(k) in done_keys(runs_csv): continue  # another process finished it meanwhile
-            append_rows(curves_csv, CURVE_FIELDS, curve)
-            append_rows(runs_csv, FIELDS, [row])
-        new += 1
-        print(f"{method:>14} lambda={lam:<5} labels={labels:<4} seed={seed}  acc={row['acc']:.4f} ce={row['ce']:.4f} "
-              f"ece={row['ece']:.4f} worst={row['worst_class_acc']:.3f} {row['status']} {row['wall_s']:.1f}s", flush=True)
+          f"{len(mine) - len(g.todo(mine))}", flush=True)
+    def one(k):
+        row, curve = run_one(data, k['method'], k['lambda_u'], k['num_labels'], k['seed'], a.iterations, a.eval_every,
+                             a.batch, a.uratio, a.width, a.ema_m)
+        return row, {'curves': curve}
+    label = lambda k, row: (f"{k['method']:>14} lambda={k['lambda_u']:<5} labels={k['num_labels']:<4} seed={k['seed']}  "
+                            f"acc={row['acc']:.4f} ce={row['ce']:.4f} ece={row['ece']:.4f} worst={row['worst_class_acc']:.3f} "
+                            f"{row['status']} {row['wall_s']:.1f}s")
+    new = g.run(mine, one, a.max_runs, label)
     with locked(runs_csv):
-        meta = json.loads(side.read_text())
-        for e in meta['invocations']:
-            if e == entry: e.update(finished=datetime.now(timezone.utc).isoformat(timespec='seconds'), new_runs=new)
-        side.write_text(json.dumps(meta, indent=1))
+        update_invocation(side, entry, finished=datetime.now(timezone.utc).isoformat(timespec='seconds'), new_runs=new)
     print(f"# {new} new runs; results in {runs_csv}", flush=True)
     return runs_csv
 

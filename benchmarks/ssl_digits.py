@@ -29,15 +29,15 @@ command lines, versions, commit and budget go to NAME_runs.json.
     python benchmarks/ssl_digits.py --exp B --shard 0 2 & python benchmarks/ssl_digits.py --exp B --shard 1 2
                                                      # B in two processes, each with its half of the grid
 """
-import argparse, contextlib, json, math, sys, tempfile, time, warnings
+import argparse, contextlib, math, sys, tempfile, time, warnings
 from datetime import datetime, timezone
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from digits_benchmark import locked, record_invocation, append_rows, versions, metric_fields  # noqa: E402
+from grid import Grid, RESULTS, locked, record_invocation, update_invocation, append_rows, check_header, versions  # noqa: E402
+import grid as _grid  # noqa: E402
+from digits_benchmark import metric_fields  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT/'benchmarks'/'results'
 CONSISTENCY = ('pimodel', 'meanteacher', 'vat', 'vatentmin')
 DEBIASED = {'pimodel': 'depimodel', 'meanteacher': 'demeanteacher', 'vat': 'devat', 'vatentmin': 'vatdeentmin',
             'pseudolabel': 'depseudolabel'}
@@ -95,27 +95,10 @@ def grid_b(seeds=range(3), lambdas=LAMBDAS_B, noises=NOISES_B)->list:
 
 def key_of(row:dict)->tuple:
     "The identity of a run in the CSV (numbers normalised so that '0.5' and 0.5 match)."
-    out = []
-    for k in KEY:
-        v = row[k]
-        out.append(str(v) if k in ('exp', 'method', 'lam_mode') else float(v) if k in ('lambda_u', 'noise', 'ema_m')
-                   else int(float(v)))
-    return tuple(out)
+    return _grid.key_of(row, KEY)
 
 
-def check_header(path:Path, fields):
-    "Raise a one-line error when the CSV `path` exists with other columns than `fields` (rows are never mixed)."
-    import csv
-    if not path.exists() or path.stat().st_size == 0: return
-    with path.open(newline='') as f: head = next(csv.reader(f), [])
-    if tuple(head) != tuple(fields):
-        raise ValueError(f"{path} has the columns {head}, not those this script writes: move it away or use another --name")
-
-
-def done_keys(path:Path)->set:
-    import csv
-    if not path.exists(): return set()
-    with path.open() as f: return {key_of(r) for r in csv.DictReader(f)}
+def done_keys(path:Path)->set: return {key_of(r) for r in _grid.read_rows(path)}
 
 
 def noisy_labels(y, lb_idx, frac:float, seed:int, num_classes:int):
@@ -394,14 +377,10 @@ def main(argv=None):
         record_invocation(side, entry, grid_size=len(todo), budget=budget, versions=versions())
 
     def finish(**info):
-        with locked(runs_csv):
-            meta = json.loads(side.read_text())
-            for e in meta['invocations']:
-                if e['command'] == entry['command'] and e['started'] == entry['started']: e.update(info)
-            side.write_text(json.dumps(meta, indent=1))
+        with locked(runs_csv): update_invocation(side, entry, **info)
 
-    for path, fields in ((runs_csv, FIELDS), (curves_csv, CURVE_FIELDS), (views_csv, VIEW_FIELDS), (probe_csv, PROBE_FIELDS)):
-        check_header(path, fields)
+    for path, fields in ((views_csv, VIEW_FIELDS), (probe_csv, PROBE_FIELDS)): check_header(path, fields)
+    g = Grid(runs_csv, KEY, FIELDS, extra={'curves': (curves_csv, CURVE_FIELDS)})
     done = done_keys(runs_csv)
     kfull = lambda r: key_of(dict(zip(KEY, (*r, a.iterations, a.num_labels, a.size, a.batch, a.uratio, a.ema_m))))
     print(f"# {' '.join(sys.argv)}\n# grid: {len(todo)} runs, already in {runs_csv}: {sum(kfull(r) in done for r in todo)}",
@@ -415,19 +394,15 @@ def main(argv=None):
             finish(views_s=round(time.time() - t, 1))
             for r in rows: print(f"# C: {r['views']:<12} block {r['block']}: {1000 * r['wall_s'] / r['steps']:.1f} ms/step "
                                  f"(loader {1000 * r['loader_wall_s'] / r['steps']:.1f})", flush=True)
-    new = 0
-    for run in todo:
-        if kfull(run) in done_keys(runs_csv): continue
-        if a.max_runs is not None and new >= a.max_runs: break
-        row, curve = run_one(data, run, cfg)
-        with locked(runs_csv):
-            if kfull(run) in done_keys(runs_csv): continue  # another process finished it meanwhile
-            append_rows(curves_csv, CURVE_FIELDS, curve)
-            append_rows(runs_csv, FIELDS, [row])
-        new += 1
-        print(f"{run[0]} {run[1]:>14} lambda={run[2]:<5g} {run[3]:<8} noise={run[4]:<4g} seed={run[5]}  acc={row['acc']:.4f} "
-              f"ce={row['ce']:.4f} ece={row['ece']:.4f} worst={row['worst_class_acc']:.3f} mask={row['mask_ratio']:.3f} "
-              f"share={row['unsup_share']:.3f} {row['status']} {row['wall_s']:.1f}s", flush=True)
+    keys = [dict(zip(KEY, (*r, a.iterations, a.num_labels, a.size, a.batch, a.uratio, a.ema_m))) for r in todo]
+    def one(k):
+        row, curve = run_one(data, tuple(k[c] for c in KEY[:6]), cfg)
+        return row, {'curves': curve}
+    label = lambda k, row: (f"{k['exp']} {k['method']:>14} lambda={k['lambda_u']:<5g} {k['lam_mode']:<8} noise={k['noise']:<4g} "
+                            f"seed={k['seed']}  acc={row['acc']:.4f} ce={row['ce']:.4f} ece={row['ece']:.4f} "
+                            f"worst={row['worst_class_acc']:.3f} mask={row['mask_ratio']:.3f} share={row['unsup_share']:.3f} "
+                            f"{row['status']} {row['wall_s']:.1f}s")
+    new = g.run(keys, one, a.max_runs, label)
     if 'D' in a.exp:
         import csv
         probes = [(m, s) for s in range(a.seeds_a) for m in PROBE_METHODS]

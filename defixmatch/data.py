@@ -292,7 +292,7 @@ def ssl_dataloaders(data:SSLData, # from `load_dataset`
                                   num_workers=0, pin_memory=pin, device=device, after_batch=normalize_tfms(data.mean, data.std))
     test = eval_dl(data.test_x, test_y)
     dls = SSLDataLoaders(train, eval_dl(data.train_x[val_idx], train_y[val_idx]) if len(val_idx) else test, device=device)
-    dls.test, dls.val_idx, dls.noisy_idx, dls.test_noisy_idx = test, val_idx, noisy_idx, test_noisy_idx
+    dls.test, dls.val_idx, dls.noisy_idx, dls.test_noisy_idx, dls.test_y = test, val_idx, noisy_idx, test_noisy_idx, test_y
     dls.data, dls.lb_idx, dls.ulb_idx, dls.c, dls.vocab = data, lb_idx, ulb_idx, data.num_classes, list(data.classes)
     return dls
 

@@ -27,7 +27,8 @@ def build_data(args, # from `resolve_args`
     dls = ssl_dataloaders(data, args.num_labels, batch_size=args.batch_size, uratio=args.uratio,
                           n_iter=min(args.num_eval_iter, args.num_train_iter), eval_batch_size=args.eval_batch_size,
                           seed=args.seed, num_workers=args.num_workers, rank=rank, world_size=world_size, device=device,
-                          balanced=args.balanced_labels)
+                          balanced=args.balanced_labels, num_val=args.num_val, label_noise=args.label_noise,
+                          test_label_noise=args.test_label_noise)
     return data, dls
 
 # %% ../nbs/11_train.ipynb #816007ae
@@ -80,21 +81,21 @@ def _resume_from(args):
     return getattr(args, '_ckpt', None) or args.load_path
 
 def learner_report(learn, # a trained SSL learner; its EMA model is evaluated
-                   data, # the `SSLData` whose test set `learn.dls.valid` holds
-                   load_path, # the checkpoint that holds these weights (named in the report)
-                   **net, # `net` (and `depth`, `widen_factor`) for the report's header
+                   data, # the run's `SSLData` (its classes)
+                   folder, # the published run folder: `latest_model.pth` holds the learner's weights, `model_best.pth` the best
+                   **net, # `net` (and `depth`, `widen_factor`, ...) for the report's header
                   ) -> dict:
-    "The evaluation report of the EMA model the learner holds, through fastai's `get_preds` on the test loader."
-    from defixmatch.metrics import evaluation_metrics
-    from fastcore.basics import noop
-    it = learn.iteration  # fastai's `get_preds` runs `before_fit`, which sets the iteration counter to 0
-    with learn.no_bar(), learn.no_logging(): logits, targets = learn.get_preds(dl=learn.dls.valid, act=noop)  # the logits
+    "The report of the EMA model the learner holds and of the best checkpoint's, on the run's test set (`ssl_test_metrics`)."
+    from defixmatch.learner import ssl_test_metrics
+    folder, it = Path(folder), learn.iteration  # fastai's `get_preds` runs `before_fit`, which sets the iteration counter to 0
+    res = ssl_test_metrics(learn, best=folder/'model_best.pth' if (folder/'model_best.pth').is_file() else False)
     learn.iteration = it
-    C = len(data.classes)
-    metrics = evaluation_metrics(logits.float(), targets, num_classes=C)
-    return dict(metrics=metrics, logits=logits, targets=targets, classes=list(data.classes),
-                settings=dict(net, load_path=str(load_path), weights='eval_model', iteration=it, n_test=len(targets),
-                              num_classes=C))
+    test_y = getattr(learn.dls, 'test_y', None)
+    settings = dict(net, load_path=str(folder/'latest_model.pth'), weights='eval_model', iteration=it, num_classes=len(data.classes),
+                    n_test=len(test_y if test_y is not None else data.test_y), selection=res['selection'])
+    best = None if res['best'] is None else dict(res['best'], load_path=str(folder/'model_best.pth'))
+    return dict(metrics={k: v for k, v in res['last'].items() if k != 'iteration'}, classes=list(data.classes), best=best,
+                settings=settings)
 
 def run_folder(args) -> RunFolder:
     "The (unclaimed) `RunFolder` of the resolved flags: `--resume` continues the folder of `--load_path` in place."
@@ -147,11 +148,16 @@ def train(args, # from `resolve_args`
     acc.wait_for_everyone()
     if not main: return None
     final = run.publish()  # (a no-op: the first checkpoint published it)
-    out = learner_report(learn, data, final/'latest_model.pth', **{k: getattr(args, k) for k in (
+    out = learner_report(learn, data, final, **{k: getattr(args, k) for k in (
         'net', 'depth', 'widen_factor', 'leaky_slope', 'dropout', 'data_dir', 'img_size', 'hflip')})
     out['settings'].update(dataset=args.dataset, wall_time_s=round(time.time() - t0, 1))
     print(format_report(out['metrics'], out['classes'], report_header(out['settings'])), flush=True)
     rep = dict(out['metrics'], classes=out['classes'], **out['settings'])
+    if (b := out['best']) is not None:  # the paper's protocol: the test metrics where validation chose the model
+        chosen = f" of {args.num_val} held-out labelled images" if args.num_val else ', as the reference does'
+        print(f"{'best checkpoint':<16}{b['load_path']} (iteration {b['iteration']}, chosen on {rep['selection']} accuracy{chosen})\n"
+              f"{'  test accuracy':<16}{100 * b['acc']:6.2f} %\n{'  cross-entropy':<16}{b['ce']:8.4f}\n{'  ECE (15 bins)':<16}{b['ece']:8.4f}", flush=True)
+        rep['best'] = b
     _write_json(final/'report.json', rep)
     print(f"{'log':<16}{final/'log.csv'}\n{'report':<16}{final/'report.json'}\n"
           f"{'checkpoints':<16}{final/'latest_model.pth'}, {final/'model_best.pth'}", flush=True)
