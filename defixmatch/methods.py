@@ -320,7 +320,8 @@ def find_method(spec:str, # a registered name, `MODULE:NAME`, or a name offered 
             raise ValueError(f"method {spec}: importing {mod} failed: {e}") from None
         if name not in SSL_METHODS: raise ValueError(f"method {spec}: importing {mod} registered no method {name!r}")
         return name
-    if spec not in SSL_METHODS: importlib.import_module('defixmatch.consistency')  # the package's other methods
+    if spec not in SSL_METHODS:  # the package's other methods
+        for mod in ('defixmatch.consistency', 'defixmatch.adaptive'): importlib.import_module(mod)
     if spec not in SSL_METHODS: load_method_plugins()
     if spec not in SSL_METHODS: raise ValueError(f"method must be one of {list(SSL_METHODS)} or MODULE:NAME, got {spec!r}")
     return spec
