@@ -10,7 +10,7 @@ from defixmatch.data import load_dataset, ssl_dataloaders
 from defixmatch.models import SmallCNN
 from defixmatch.learner import ssl_learner
 from defixmatch.checkpoint import read_checkpoint
-from test_cli import cli
+from test_cli import cli, assert_one_line_error
 
 NAMES = ['flexmatch', 'deflexmatch', 'freematch', 'defreematch', 'softmatch', 'desoftmatch']
 STATE = {'flexmatch': ['memory', 'beta'], 'freematch': ['tau_t', 'p_t'], 'softmatch': ['mu_t', 'var_t', 'p_model']}
@@ -84,3 +84,10 @@ def test_cli_lists_and_documents_the_flags():
     assert res.returncode == 0, res.stderr
     for flag in ['deflexmatch', 'defreematch', 'desoftmatch', '--thresh_warmup', '--mapping', '--ema_p', '--n_sigma', '--dist_align']:
         assert flag in res.stdout, flag
+
+@pytest.mark.parametrize('flags,fragment', [(['--method', 'flexmatch', '--mapping', 'cubic'], '--mapping must be one of'),
+                                            (['--method', 'defreematch', '--ema_p', '1'], '--ema_p must be in [0, 1)'),
+                                            (['--method', 'softmatch', '--n_sigma', '0'], '--n_sigma must be a finite number > 0')])
+def test_bad_hyper_parameters_are_one_line(flags, fragment, tmp_path):
+    assert_one_line_error(cli('train', '--dataset', 'digits', *flags, '--save_dir', tmp_path/'runs'), fragment)
+    assert not (tmp_path/'runs').exists()
