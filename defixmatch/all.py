@@ -15,6 +15,7 @@ from .augment import *
 from .models import *
 from .methods import *
 from .consistency import *
+from .adaptive import *
 from .metrics import *
 from .callbacks import *
 from .checkpoint import *

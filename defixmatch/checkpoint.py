@@ -136,6 +136,7 @@ def ssl_state(learn:Learner, # a learner made by `ssl_learner` (in or after `fit
           'rng': _rng_state()}
     if method is not None:
         st['config'] = {**method.config(), 'ema_m': ema.ema_m if ema is not None else None}
+        if method.state_names: st['method_state'] = method.state_dict()  # adaptive thresholds (`SSLMethod.register_state`)
     scaler = getattr(learn, 'scaler', None)
     if scaler is not None and scaler.is_enabled(): st['scaler'] = scaler.state_dict()
     st.update(extra)
@@ -212,6 +213,10 @@ def load_ssl_checkpoint(learn:Learner, # a learner made by `ssl_learner` with th
             why = (str(e).splitlines() or [type(e).__name__])[0]
             raise ValueError(f"optimizer state in {path} does not match the learner's parameter groups ({why}); "
                              "was it saved for another model or other weight-decay groups?") from None
+    method = getattr(learn, 'ssl_method', None)
+    if method is not None and 'method_state' in ckpt:
+        try: method.load_state_dict(ckpt['method_state'])
+        except ValueError as e: raise ValueError(f"checkpoint {path}: {e}") from None
     learn.iteration = int(ckpt.get('it', 0))
     learn.scaler_state = ckpt.get('scaler')  # loaded by `SSLMixedPrecision` when the fit starts
     if 'rng' in ckpt: _set_rng_state(ckpt['rng'])

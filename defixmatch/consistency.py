@@ -86,9 +86,9 @@ class VATEntMin(VAT):
 
     def h(self, logits, xs): return entropy_h(logits[0], reduction='none')[0]
 
-    def loss(self, pred:Tensor, y:Tensor, x:Tensor|None=None)->Tensor:
+    def loss(self, pred:Tensor, y:Tensor, x:Tensor|None=None, **kwargs)->Tensor:
         "The entropy's (de)biased risk from the base, plus `lambda_vat` (times the ramp) times VAT's term on the unlabelled images."
-        total = super().loss(pred, y, x)
+        total = super().loss(pred, y, x, **kwargs)
         lam_vat = self.lambda_vat * self.lambda_ramp
         if lam_vat == 0: return total
         if x is None: raise ValueError("VAT + EntMin needs the batch's input: call `loss(pred, y, x)`")

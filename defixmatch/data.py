@@ -103,6 +103,7 @@ class SSLTrainDL(DataLoader):
         self.lb_idx, self.ulb_idx, self.bs, self.ubs, self.n_iter, self.seed, self.rank = lb_idx, ulb_idx, bs, ubs, n_iter, seed, rank
         self.vocab, self.norm, self.epoch = vocab, Pipeline(norm), epoch
         self.sampler = _Steps(lb_idx, ulb_idx, bs, ubs, n_iter, seed, rank)
+        self.ulb_batch_idx = None # training-set indices of the unlabelled images of the last batch yielded
 
     @property
     def views(self)->tuple: return self.dataset.views
@@ -143,10 +144,12 @@ def __iter__(self:SSLTrainDL):
     self.sampler.epoch, n = self.epoch, 0
     self.before_iter()
     self._steps = self.sampler                   # set before the workers start: each one iterates its copy
+    draws = iter(self.sampler)                   # the same draws here: which images each batch holds
     for b in _loaders[self.fake_l.num_workers == 0](self.fake_l):
         if self.pin_memory and type(b) == list: b = tuple(b)
         if self.device is not None: b = to_device(b, self.device, non_blocking=self.pin_memory)
         n += 1
+        self.ulb_batch_idx = next(draws)[2]      # training-set indices of the batch's unlabelled images
         yield self.after_batch(b)
     self.after_iter()
     if n == self.n_iter: self.epoch += 1

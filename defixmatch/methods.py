@@ -6,8 +6,8 @@ Docs: https://defixmatch.github.io/defixmatch/methods.html.md"""
 
 # %% auto #0
 __all__ = ['FLAG_NAMES', 'SSL_METHODS', 'DEFAULT_METHOD', 'ENTRY_POINT_GROUP', 'split_views', 'check_hyper', 'SchedSigmoidRampup',
-           'Hyper', 'SSLMethod', 'register_method', 'load_method_plugins', 'find_method', 'method_class', 'make_method',
-           'FixMatch', 'CompleteCase', 'PseudoLabel', 'EntMin']
+           'Hyper', 'gather_processes', 'SSLMethod', 'register_method', 'load_method_plugins', 'find_method',
+           'method_class', 'make_method', 'FixMatch', 'CompleteCase', 'PseudoLabel', 'EntMin']
 
 # %% ../nbs/05_methods.ipynb #50d6404d
 import importlib, inspect, math, sys, typing
@@ -106,6 +106,15 @@ def _hyperparams(cls)->dict:
 #: The command line's names of the base's hyper-parameters: the reference's `--ulb_loss_ratio` and `--modified_fixmatch`.
 FLAG_NAMES = {'lambda_u': 'ulb_loss_ratio', 'modified': 'modified_fixmatch'}
 
+def gather_processes(t:Tensor, # this process's rows, e.g. the predictions on its unlabelled images
+                    )->Tensor:
+    "The rows `t` of every process, in rank order, under DDP (`torch.distributed` initialised); `t` itself otherwise."
+    import torch.distributed as dist
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1: return t
+    out = [torch.empty_like(t) for _ in range(dist.get_world_size())]
+    dist.all_gather(out, t.contiguous())
+    return torch.cat(out)
+
 class SSLMethod(Callback):
     "Train on the (de)biased SSL risk (eq. 2 / eq. 5) of the surrogate `h` that a subclass defines."
     run_valid = False
@@ -169,6 +178,47 @@ class SSLMethod(Callback):
 
     def h(self, logits:tuple, xs:tuple|None): raise NotImplementedError("an SSL method defines its surrogate `h`")
 
+    # the state protocol: tensors `h` reads, moved only by `update`, once per training step, after H
+    def init_state(self, num_classes:int, # classes of the task
+                   ulb_idx:Tensor|None=None, # training-set indices of the unlabelled images
+                   n_data:int|None=None, # size of the training set these indices point into
+                  ):
+        "Create the method's state for a task; a method with state overrides it and calls `register_state`."
+    def register_state(self, name:str, # attribute the state is read from, e.g. 'p_model'
+                       t:Tensor, # its initial value
+                      ):
+        "Hold `t` as state `name`: saved in checkpoints, restored on resume, read by `h`, moved only by `update`."
+        names = self.__dict__.setdefault('_state_names', [])
+        if name not in names: names.append(name)
+        setattr(self, name, t)
+    @property
+    def state_names(self)->list: return list(self.__dict__.get('_state_names', []))
+    def state_dict(self)->dict:
+        "`{name: tensor}`: the state, detached copies on the CPU (empty for a method without state)."
+        return {k: getattr(self, k).detach().cpu().clone() for k in self.state_names}
+    def load_state_dict(self, sd:dict):
+        "Set the state from `sd` (from `state_dict`); a one-line `ValueError` if it is not this method's."
+        own = self.state_dict()
+        if not isinstance(sd, dict) or not all(isinstance(v, Tensor) for v in sd.values()):
+            raise ValueError(f"the state of {type(self).__name__} must be a dict of tensors, got {type(sd).__name__}")
+        if own and set(sd) != set(own):
+            raise ValueError(f"the state {sorted(sd)} is not {type(self).__name__}'s {sorted(own)}")
+        for k, v in sd.items():
+            if k in own and (v.shape != own[k].shape or v.dtype != own[k].dtype):
+                raise ValueError(f"state {k!r} of {type(self).__name__}: got {v.dtype} {tuple(v.shape)}, "
+                                 f"expected {own[k].dtype} {tuple(own[k].shape)} (another task?)")
+        for k, v in sd.items(): self.register_state(k, v.clone())
+    def state_to(self, device):
+        "Move the state to `device` (where the logits are)."
+        for k in self.state_names:
+            t = getattr(self, k)
+            if t.device != torch.device(device): setattr(self, k, t.to(device))
+    def update(self, logits:tuple, # the unlabelled images' logits under each view, detached
+               xs:tuple|None, # their inputs under each view
+               idx:Tensor|None, # their training-set indices (`SSLTrainDL.ulb_batch_idx`), where the loader knows them
+              ):
+        "Move the state with a training step's unlabelled images, after H; a method with state overrides it."
+
     def hyper(self, k:str):
         "The current value of hyper-parameter `k` (a schedule may have set it)."
         return getattr(self, k)
@@ -186,6 +236,8 @@ class SSLMethod(Callback):
     def loss(self, pred:Tensor, # logits of a whole training batch
              y:Tensor, # targets of its labelled images
              x:Tensor|None=None, # the batch's input (for methods whose H needs it)
+             idx:Tensor|None=None, # training-set indices of the unlabelled images (for `update`)
+             update:bool=False, # a training step: move the state with the unlabelled images, after H
             )->Tensor:
         "The risk of a training batch; `last` keeps its components."
         n = len(self.views)
@@ -197,16 +249,22 @@ class SSLMethod(Callback):
         with torch.set_grad_enabled(grad and lam != 0): h_ulb, mask = self._h(ulb, xu)
         with torch.set_grad_enabled(grad and lam != 0 and self.debiased): h_lb, mask_lb = self._h(lb, xl)
         total = dessl_risk(sup, h_ulb, h_lb, lam, debiased=self.debiased) if lam != 0 else sup
+        if update:  # both H above read the state as it was before this step
+            with torch.no_grad(): self.update(tuple(u.detach() for u in ulb), xu, idx)
         self.last = torch.stack([t.detach().float() for t in (sup, h_ulb, h_lb, total, mask, mask_lb)])
         return total
 
     def lf(self, pred, *yb):
-        "The loss the learner uses while training: `loss` with the learner's input."
-        return self.loss(pred, *yb, x=self.learn.xb[0])
+        "The loss the learner uses while training: `loss` with the learner's input, moving the state once."
+        return self.loss(pred, *yb, x=self.learn.xb[0], idx=getattr(self.learn.dl, 'ulb_batch_idx', None), update=True)
 
     def before_fit(self):
         "Route the optimiser's `set_hyper` of `hypers` to this method, so that schedules write here."
         self.after_train()  # a fit stopped by an exception during training leaves the swapped loss behind
+        dls = getattr(self.learn, 'dls', None)
+        if not self.state_names and getattr(dls, 'c', None) is not None:  # a resumed state is kept
+            train = getattr(dls, 'train', None)
+            self.init_state(dls.c, getattr(dls, 'ulb_idx', None), len(train.dataset) if hasattr(train, 'dataset') else None)
         opt = getattr(self.learn, 'opt', None)
         if hasattr(opt, 'own_hypers'): opt.own_hypers(self, self.hypers); return
         scheduled = {k for cb in self.learn.cbs for k in getattr(cb, 'scheds', {}) if k in self.hypers}
@@ -268,7 +326,8 @@ def find_method(spec:str, # a registered name, `MODULE:NAME`, or a name offered 
             raise ValueError(f"method {spec}: importing {mod} failed: {e}") from None
         if name not in SSL_METHODS: raise ValueError(f"method {spec}: importing {mod} registered no method {name!r}")
         return name
-    if spec not in SSL_METHODS: importlib.import_module('defixmatch.consistency')  # the package's other methods
+    if spec not in SSL_METHODS:  # the package's other methods
+        for mod in ('defixmatch.consistency', 'defixmatch.adaptive'): importlib.import_module(mod)
     if spec not in SSL_METHODS: load_method_plugins()
     if spec not in SSL_METHODS: raise ValueError(f"method must be one of {list(SSL_METHODS)} or MODULE:NAME, got {spec!r}")
     return spec

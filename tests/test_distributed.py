@@ -170,3 +170,37 @@ def test_child_error_messages():
     assert _child_error(ProcessRaisedException(tb + "FloatingPointError: nan loss\n", 0, 7)) == ('training process 0: nan loss', 1)
     assert _child_error(ProcessRaisedException(tb + "KeyError: 'x'\n", 0, 7)) == ("training process 0: KeyError: 'x'", 1)
     assert _child_error(ProcessExitedException('x', 1, 7, 9))[1] == 1
+
+# ---------------------------------------------------------------- a method's state under DDP
+FLEX_ARGS = ['--dataset', 'digits', '--method', 'deflexmatch', '--net', 'LeNet', '--batch_size', '8', '--uratio', '2',
+             '--num_train_iter', '3', '--num_eval_iter', '3', '--p_cutoff', '0', '--cpu']  # tau = 0: every drawn image is remembered
+
+def _flex_state_worker(outdir):
+    "One rank of a 3-step FlexMatch run: saves the method's state and the unlabelled indices this rank drew."
+    from fastai.callback.core import Callback
+    from defixmatch.train import resolve_args, build_data, build_learner
+    from defixmatch.distributed import make_accelerator, dist_info
+    torch.set_num_threads(1)
+    acc = make_accelerator(cpu=True)
+    rank, _, world = dist_info()
+    args = resolve_args(FLEX_ARGS + ['--save_dir', f'{outdir}/runs'])
+    _, dls = build_data(args, rank, world, acc.device)
+    drawn = []
+    class Drawn(Callback):
+        def after_batch(self):
+            if self.training: drawn.append(self.learn.dl.ulb_batch_idx.clone())
+    torch.manual_seed(args.seed)
+    learn = build_learner(args, dls, acc, cbs=[Drawn()])
+    learn.remove_cb(learn.progress)
+    learn.fit_ssl(3)
+    torch.save({'state': learn.ssl_method.state_dict(), 'drawn': torch.cat(drawn)}, f'{outdir}/flex{rank}.pt')
+
+def test_method_state_is_updated_from_every_rank_and_stays_equal(tmp_path):
+    from defixmatch.distributed import spawn_processes
+    spawn_processes(_flex_state_worker, (str(tmp_path),), nprocs=2, dist_url=f'tcp://127.0.0.1:{free_port()}')
+    r = [torch.load(tmp_path/f'flex{i}.pt') for i in range(2)]
+    for k in r[0]['state']: assert torch.equal(r[0]['state'][k], r[1]['state'][k]), k   # the same state on both ranks
+    mem = r[0]['state']['memory']
+    seen = set(torch.cat([r[0]['drawn'], r[1]['drawn']]).tolist())
+    assert set(torch.nonzero(mem >= 0).flatten().tolist()) == seen   # every image either rank drew, and no other
+    assert set(r[1]['drawn'].tolist()) - set(r[0]['drawn'].tolist())  # rank 1 drew images rank 0 did not: gathered
