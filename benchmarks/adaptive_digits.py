@@ -18,7 +18,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from digits_benchmark import locked, record_invocation, append_rows, versions, metric_fields  # noqa: E402
+from grid import locked, record_invocation, append_rows, versions  # noqa: E402
+from digits_benchmark import metric_fields  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT/'benchmarks'/'results'
