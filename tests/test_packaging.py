@@ -4,7 +4,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PYPROJECT = tomllib.loads((ROOT/'pyproject.toml').read_text())
-DIST = {'PIL': 'pillow', 'sklearn': 'scikit-learn'}   # import name -> distribution name, where they differ
+DIST = {'PIL': 'pillow', 'sklearn': 'scikit-learn', 'yaml': 'pyyaml'}   # import name -> distribution name, where they differ
 OPTIONAL = {'tensorboard'}   # imported only when installed (`has_tensorboard`)
 
 def _req_names(reqs): return {re.split(r'[<>=!~\[; ]', r, 1)[0].lower() for r in reqs}
@@ -54,7 +54,9 @@ def test_workflows_run_the_readme_commands_and_deploy_the_docs():
     tests = next(b for b in blocks if 'pytest' in b)
     ci = [l.strip() for l in (ROOT/'.github'/'workflows'/'test.yaml').read_text().splitlines()]
     assert install in ci and tests in ci
-    assert 'quarto-ghp' in (ROOT/'.github'/'workflows'/'deploy.yaml').read_text()
+    deploy = [l.strip() for l in (ROOT/'.github'/'workflows'/'deploy.yaml').read_text().splitlines()]
+    assert f'run: {install}' in deploy or install in deploy   # the site is built from the package as the README installs it
+    assert 'run: nbdev-docs' in deploy and 'publish_dir: ./_docs' in deploy
 
 def test_evidence_notebooks_export_nothing_and_do_not_call_the_exporter():
     for nb in sorted((ROOT/'nbs').glob('9[0-9]_*.ipynb')):
