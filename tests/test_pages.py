@@ -16,19 +16,6 @@ import render_pages  # noqa: E402
 
 NOTEBOOKS = render_pages.library_notebooks()
 
-# Known gaps, by notebook, to be emptied: public names that no page documents yet, and pages whose `show_doc`
-# setup fails when run as the site runs it (from the repository root, cells with imports executed). A stale entry
-# fails, so the lists only shrink.
-KNOWN_GAPS = {
-    '05_methods': ['FLAG_NAMES', 'DEFAULT_METHOD', 'ENTRY_POINT_GROUP'],
-}
-KNOWN_RENDER_FAILURES = {
-    '02_datasets': "cell 3 imports from '../benchmarks', a path relative to nbs/",
-    '02b_data': "cell 3 imports from '../benchmarks', a path relative to nbs/",
-    '08_checkpoint': "cell 17 mixes imports with code that uses `tmp`, a name of a cell nbdev does not run",
-    '11a_distributed': "cell 27 mixes imports with code that uses `acc`, a name of a cell nbdev does not run",
-}
-
 class _Text(HTMLParser):
     "The visible text of a page (scripts and styles left out)."
     def __init__(self):
@@ -55,10 +42,16 @@ def module_of(path):
     return m.group(1) if m else None
 
 def exported_names(mod):
-    "The names nbdev lists in `mod.__all__` for the cells exported to it (re-exported names left out)."
+    """The names of `mod.__all__` that `mod` defines itself: a name it imports from a module of the package and lists
+    again (a re-export) is documented on that module's page."""
     tree = ast.parse(Path(mod.__file__).read_text())
-    return next(ast.literal_eval(a.value) for a in tree.body
-                if isinstance(a, ast.Assign) and any(getattr(t, 'id', None) == '__all__' for t in a.targets))
+    names = next(ast.literal_eval(a.value) for a in tree.body
+                 if isinstance(a, ast.Assign) and any(getattr(t, 'id', None) == '__all__' for t in a.targets))
+    pkg = mod.__name__.rpartition('.')[0]
+    sources = [importlib.import_module(f'{pkg}.{n.module}' if n.level else n.module) for n in tree.body
+               if isinstance(n, ast.ImportFrom) and (n.level or (n.module or '').startswith(pkg + '.'))]
+    return [n for n in names
+            if not any(n in getattr(m, '__all__', ()) and getattr(m, n) is getattr(mod, n) for m in sources)]
 
 def _shown(nb):
     "Names whose `show_doc` cell has an output on the page."
@@ -88,38 +81,42 @@ def undocumented(name):
         missing.append(n)
     return missing
 
-def _params(names):
-    return [pytest.param(n, marks=pytest.mark.xfail(reason=KNOWN_RENDER_FAILURES[n], strict=True))
-            if n in KNOWN_RENDER_FAILURES else n for n in names]
-
-@pytest.mark.parametrize('name', _params(p.stem for p in NOTEBOOKS))
+@pytest.mark.parametrize('name', [p.stem for p in NOTEBOOKS])
 def test_page_renders_without_error_output(name):
     page_html, nb, text = page(name)
     assert '<html' in page_html and len(text) > 200
     errors = render_pages.error_outputs(nb)
     assert not errors, f'{name}: error outputs saved in cells {errors}'
 
-@pytest.mark.parametrize('name', _params(p.stem for p in NOTEBOOKS if module_of(p)))
+@pytest.mark.parametrize('name', [p.stem for p in NOTEBOOKS if module_of(p)])
 def test_public_names_documented(name):
-    missing, gaps = undocumented(name), KNOWN_GAPS.get(name, [])
-    assert not set(missing) - set(gaps), f'{name}: not documented on its page: {sorted(set(missing) - set(gaps))}'
-    assert not set(gaps) - set(missing), f'{name}: now documented, remove from KNOWN_GAPS: {sorted(set(gaps) - set(missing))}'
+    missing = undocumented(name)
+    assert not missing, f'{name}: not documented on its page: {sorted(missing)}'
 
-def test_known_gaps_are_library_notebooks():
-    assert set(KNOWN_GAPS) | set(KNOWN_RENDER_FAILURES) <= {p.stem for p in NOTEBOOKS}
+def test_every_module_is_checked():
+    "Every module of the package is the `default_exp` of a library notebook, so its names are checked here."
+    checked = {module_of(p) for p in NOTEBOOKS}
+    modules = {p.stem for p in (ROOT/'defixmatch').glob('*.py') if not p.stem.startswith('_')}
+    assert not modules - checked, f'modules no library notebook exports: {sorted(modules - checked)}'
 
-def test_check_finds_an_undocumented_name(tmp_path, monkeypatch):
-    "Removing a `show_doc` cell from a notebook makes its name undocumented."
-    src = ROOT/'nbs'/'04_models.ipynb'
+def _undocumented_after(tmp_path, monkeypatch, name, drop):
+    "The undocumented names of notebook `name` once the cells for which `drop(cell)` is true are removed (on a copy)."
     import nbformat
-    nb = nbformat.read(src, as_version=4)
-    cut = [c for c in nb.cells if c.cell_type == 'code' and c.source.strip() == 'show_doc(model_splitter)']
-    assert cut, 'the notebook this test edits no longer has show_doc(model_splitter)'
+    nb = nbformat.read(ROOT/'nbs'/f'{name}.ipynb', as_version=4)
+    cut = [c for c in nb.cells if drop(c)]
+    assert cut, f'{name} no longer has the cell this test removes'
     nb.cells = [c for c in nb.cells if c not in cut]
     monkeypatch.setattr(render_pages, 'ROOT', ROOT)
-    nbs = tmp_path/'nbs'; nbs.mkdir()
-    nbformat.write(nb, nbs/'04_models.ipynb')
+    (tmp_path/'nbs').mkdir()
+    nbformat.write(nb, tmp_path/'nbs'/f'{name}.ipynb')
     monkeypatch.setattr(sys.modules[__name__], 'ROOT', tmp_path)
     page.cache_clear()
-    try: assert 'model_splitter' in undocumented('04_models')
+    try: return undocumented(name)
     finally: page.cache_clear()
+
+def test_check_finds_an_undocumented_constant(tmp_path, monkeypatch):
+    "Removing the sentence that names a constant makes it undocumented (a constant has no docstring of its own)."
+    assert 'MAX_RUN_NAME' not in undocumented('08a_runs')
+    missing = _undocumented_after(tmp_path, monkeypatch, '08a_runs',
+                                  lambda c: c.cell_type == 'markdown' and re.search(r'\bMAX_RUN_NAME\b', c.source))
+    assert missing == ['MAX_RUN_NAME'], missing
