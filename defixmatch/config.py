@@ -31,8 +31,8 @@ HFLIP = {'auto': None, 'true': True, 'false': False}
 
 def methods()->list:
     "Values of `--method`: the names in the method registry (the package's methods, those of installed packages, any registered since)."
-    import defixmatch.consistency  # registers the Π-model, Mean Teacher and VAT methods
-    import defixmatch.adaptive  # registers FlexMatch, FreeMatch and SoftMatch
+    from defixmatch.methods import load_package_methods
+    load_package_methods()
     from defixmatch.methods import SSL_METHODS, load_method_plugins
     load_method_plugins()
     return list(SSL_METHODS)

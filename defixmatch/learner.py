@@ -28,8 +28,8 @@ from fastai.optimizer import OptimWrapper, set_item_pg
 from fastai.torch_core import default_device
 
 from .methods import SSLMethod, make_method
-import defixmatch.consistency # registers the Π-model, Mean Teacher and VAT methods
-import defixmatch.adaptive # registers FlexMatch, FreeMatch and SoftMatch
+from .methods import load_package_methods
+load_package_methods()  # the learner takes every method of the package by name
 from .models import unwrap_model, model_splitter, no_weight_decay_names
 from .callbacks import (SchedCosFixMatch, SSLIterations, EMACallback, ssl_metrics, SSLLogger, SSLCSVLogger,
                                   SSLTensorBoard, has_tensorboard, StopOnNonFinite)
