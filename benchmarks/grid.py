@@ -97,10 +97,10 @@ def record_invocation(side:Path, entry:dict, **info):
 
 
 def update_invocation(side:Path, entry:dict, **info):
-    "Add `info` to the invocation `entry` (same command and start) of the sidecar JSON `side`."
+    "Add `info` to the invocation `entry` (the last one with its command and start) of the sidecar JSON `side`."
     meta = json.loads(side.read_text())
-    for e in meta['invocations']:
-        if e.get('command') == entry.get('command') and e.get('started') == entry.get('started'): e.update(info)
+    same = [e for e in meta['invocations'] if e.get('command') == entry.get('command') and e.get('started') == entry.get('started')]
+    if same: same[-1].update(info)  # two calls of one command in the same second: the one that just ran is the last
     write_json(side, meta)
 
 
