@@ -22,8 +22,8 @@ from fastcore.basics import ifnone, patch
 from fastcore.foundation import L
 from fastai.torch_core import TensorImage, TensorCategory, to_device, to_cpu
 from fastai.data.load import DataLoader, _loaders
-from fastai.data.core import DataLoaders, TfmdDL, TfmdLists, Datasets
-from fastai.data.transforms import Transform, Categorize, Category, Pipeline
+from fastai.data.core import DataLoaders, TfmdDL, Datasets
+from fastai.data.transforms import Transform, ItemTransform, Categorize, Category, Pipeline
 from fastai.vision.data import get_grid
 import fastai.vision.data  # registers fastai's `show_batch` / `show_results` for image batches
 from .augment import weak_transform, strong_transform, normalize_tfms
@@ -223,14 +223,20 @@ class ToTensorImage(Transform):
 
 
 # %% ../nbs/02b_data.ipynb #a15e48a2
+class _Part(ItemTransform):
+    "The `i`th part of an `(image, class name)` item; anything else (an image given to `predict`) passes unchanged"
+    input_types, _retain = tuple, False
+    def __init__(self, i:int): self.i = i
+    def encodes(self, x:list): return x[self.i]   # `ItemTransform` hands a tuple over as a list
+
+
 def image_datasets(x:Tensor, # uint8 images, N x 3 x H x W
                    y:Tensor, # their classes, int64 indices into `classes`
                    classes:list, # class names: the vocabulary
                   )->Datasets:
-    "fastai `Datasets` of `(TensorImage, TensorCategory)` items over images held in memory"
-    tx = TfmdLists(x, [ToTensorImage(x.shape[-1])])
-    ty = TfmdLists([classes[i] for i in y.tolist()], [Categorize(vocab=list(classes), sort=False)])
-    return Datasets(tls=[tx, ty], n_inp=1)
+    "fastai `Datasets` of `(TensorImage, TensorCategory)` over images held in memory; its items are `(image, class name)` pairs"
+    items = list(zip(x.unbind(0), [classes[i] for i in y.tolist()]))
+    return Datasets(items, [[_Part(0), ToTensorImage(x.shape[-1])], [_Part(1), Categorize(vocab=list(classes), sort=False)]], n_inp=1)
 
 
 # %% ../nbs/02b_data.ipynb #a11c7b97
