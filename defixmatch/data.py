@@ -25,7 +25,7 @@ from fastai.data.load import DataLoader, _loaders
 from fastai.data.core import DataLoaders, TfmdDL, Datasets
 from fastai.data.transforms import Transform, ItemTransform, Categorize, Category, Pipeline
 from fastai.vision.data import get_grid
-import fastai.vision.data  # registers fastai's `show_batch` / `show_results` for image batches
+import fastai.vision.data, fastai.vision.learner  # register fastai's `show_batch`, `show_results`, `plot_top_losses` for images
 from .augment import weak_transform, strong_transform, normalize_tfms
 from .batch_augment import DeviceViews, DeviceAugment, VIEW_NAMES
 from .datasets import *
