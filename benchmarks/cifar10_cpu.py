@@ -74,7 +74,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from grid import Grid, RESULTS, locked, read_rows, versions  # noqa: E402
+from grid import Grid, RESULTS, locked, read_rows, versions, shown  # noqa: E402
 import grid as _grid  # noqa: E402
 NAME = 'cifar10_cpu'
 METHODS = ('complete_case', 'fixmatch', 'defixmatch', 'supervised')
@@ -360,7 +360,7 @@ def main(argv=None):
 
     done = {key_of(r) for r in read_rows(runs_csv)}
     todo = [k for k in keys if key_of(k) not in done]
-    print(f"# {len(keys)} runs: {len(keys) - len(todo)} already in {runs_csv} (skipped), {len(todo)} to do", flush=True)
+    print(f"# {len(keys)} runs: {len(keys) - len(todo)} already in {shown(runs_csv)} (skipped), {len(todo)} to do", flush=True)
     for k in keys:
         if key_of(k) in done: print(f"{k['method']:>14} skipped: already in {runs_csv.name}", flush=True)
     g = Grid(runs_csv, KEY, FIELDS, extra={'curves': (curves_csv, CURVE_FIELDS)})
@@ -372,7 +372,7 @@ def main(argv=None):
                             f"worst={row['worst_class_acc']:.4f} ({row['worst_class']}) {row['status']} "
                             f"{row['train_s']} s ({row['s_per_iter']} s/it)")
     new = g.run(todo, one, label=label)
-    print(f"# {new} new rows in {runs_csv}", flush=True)
+    print(f"# {new} new rows in {shown(runs_csv)}", flush=True)
     finished = {key_of(r): r for r in read_rows(runs_csv)}
     for k in keys:
         row = finished.get(key_of(k))

@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from grid import Grid, RESULTS, locked, record_invocation, update_invocation, versions  # noqa: E402
+from grid import Grid, RESULTS, locked, record_invocation, update_invocation, versions, shown  # noqa: E402
 import grid as _grid  # noqa: E402
 METHODS = ('complete_case', 'fixmatch', 'defixmatch', 'pseudolabel', 'depseudolabel')
 KEY = ('method', 'lambda_u', 'num_labels', 'seed', 'iterations', 'batch', 'uratio', 'width', 'ema_m')
@@ -144,7 +144,7 @@ def main(argv=None):
         record_invocation(side, entry, grid_size=len(todo), budget=budget, versions=versions())
     g = Grid(runs_csv, KEY, FIELDS, extra={'curves': (curves_csv, CURVE_FIELDS)})
     mine = [dict(zip(KEY, (*r, a.iterations, a.batch, a.uratio, a.width, a.ema_m))) for j, r in enumerate(todo) if j % n == i]
-    print(f"# {' '.join(sys.argv)}\n# grid: {len(todo)} runs, this shard: {len(mine)}, already in {runs_csv}: "
+    print(f"# {' '.join(sys.argv)}\n# grid: {len(todo)} runs, this shard: {len(mine)}, already in {shown(runs_csv)}: "
           f"{len(mine) - len(g.todo(mine))}", flush=True)
     def one(k):
         row, curve = run_one(data, k['method'], k['lambda_u'], k['num_labels'], k['seed'], a.iterations, a.eval_every,
@@ -156,7 +156,7 @@ def main(argv=None):
     new = g.run(mine, one, a.max_runs, label)
     with locked(runs_csv):
         update_invocation(side, entry, finished=datetime.now(timezone.utc).isoformat(timespec='seconds'), new_runs=new)
-    print(f"# {new} new runs; results in {runs_csv}", flush=True)
+    print(f"# {new} new runs; results in {shown(runs_csv)}", flush=True)
     return runs_csv
 
 

@@ -24,7 +24,7 @@ import argparse, contextlib, json, sys, tempfile, time, warnings
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from grid import Grid, RESULTS, locked, record_invocation, update_invocation, versions, now  # noqa: E402
+from grid import Grid, RESULTS, locked, record_invocation, update_invocation, versions, now, shown  # noqa: E402
 
 LAMBDAS = (0.3, 1., 3., 10.)  # with lambda = 0 (the complete case): five values from 0 to 10
 NOISES = (0., 0.2)
@@ -185,7 +185,7 @@ def main(argv=None):
     entry = dict(command=' '.join(['python', 'benchmarks/fashion_mnist.py', *args]), started=now(), versions=versions(),
                  load_s=round(load_s, 1))
     with locked(runs_csv): record_invocation(side, entry, budget=budget, versions=versions())
-    print(f"# {entry['command']}\n# data loaded in {load_s:.1f} s; grid: {len(runs)} runs, already in {runs_csv}: "
+    print(f"# {entry['command']}\n# data loaded in {load_s:.1f} s; grid: {len(runs)} runs, already in {shown(runs_csv)}: "
           f"{len(runs) - len(g.todo(runs))}", flush=True)
     clean_dl = clean_test_dl(data)
     label = lambda k, r: (f"{k['exp']} {k['method']:>14} lambda={k['lambda_u']:<4g} noise={k['noise']:<4g} seed={k['seed']}  "
@@ -194,7 +194,7 @@ def main(argv=None):
                           f"{r['status']} {r['wall_s']:.1f}s ({r['ms_per_step']} ms/step)")
     new = g.run(runs, lambda k: run_one(data, k, clean_dl), a.max_runs, label)
     with locked(runs_csv): update_invocation(side, entry, finished=now(), new_runs=new)
-    print(f"# {new} new runs; results in {runs_csv}", flush=True)
+    print(f"# {new} new runs; results in {shown(runs_csv)}", flush=True)
     return runs_csv
 
 

@@ -32,6 +32,12 @@ def key_of(row:dict, key)->tuple:
     return tuple(norm(row[k]) for k in key)
 
 
+def shown(path:Path)->str:
+    "`path` as a message shows it: relative to the repository's root when inside it, so that saved outputs name no machine."
+    path = Path(path).resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
 @contextlib.contextmanager
 def locked(path:Path):
     "An exclusive lock on the folder of `path`, for processes appending to the same files (no lock file is left)."

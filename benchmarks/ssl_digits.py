@@ -34,7 +34,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from grid import Grid, RESULTS, locked, record_invocation, update_invocation, append_rows, check_header, versions  # noqa: E402
+from grid import Grid, RESULTS, locked, record_invocation, update_invocation, append_rows, check_header, versions, shown  # noqa: E402
 import grid as _grid  # noqa: E402
 from digits_benchmark import metric_fields  # noqa: E402
 
@@ -383,7 +383,7 @@ def main(argv=None):
     g = Grid(runs_csv, KEY, FIELDS, extra={'curves': (curves_csv, CURVE_FIELDS)})
     done = done_keys(runs_csv)
     kfull = lambda r: key_of(dict(zip(KEY, (*r, a.iterations, a.num_labels, a.size, a.batch, a.uratio, a.ema_m))))
-    print(f"# {' '.join(sys.argv)}\n# grid: {len(todo)} runs, already in {runs_csv}: {sum(kfull(r) in done for r in todo)}",
+    print(f"# {' '.join(sys.argv)}\n# grid: {len(todo)} runs, already in {shown(runs_csv)}: {sum(kfull(r) in done for r in todo)}",
           flush=True)
     if 'C' in a.exp:
         if views_csv.exists(): print(f"# C: {views_csv} exists, not re-measured", flush=True)
@@ -421,7 +421,7 @@ def main(argv=None):
             print(f"D {m:>14} seed={s}  EMA acc={row['acc']:.4f}  H: " +
                   '  '.join(f"{r['split']} {r['h_mean']:.4g}" for r in rows) + f"  {time.time() - t:.1f}s", flush=True)
     finish(finished=datetime.now(timezone.utc).isoformat(timespec='seconds'), new_runs=new)
-    print(f"# {new} new runs; results in {runs_csv}", flush=True)
+    print(f"# {new} new runs; results in {shown(runs_csv)}", flush=True)
     return runs_csv
 
 
