@@ -255,7 +255,7 @@ def export_logits(data, k:dict, row:dict, save_dir:Path, out:Path)->Path:
     from defixmatch.metrics import evaluation_metrics
     ckpt = save_dir/run_name(k)/'latest_model.pth'
     model = load_checkpoint(ckpt, build_net(k, data.num_classes))
-    logits = predict_logits(model, data.test_x, data.mean, data.std, batch_size=1000, device='cpu')
+    logits = predict_logits(model, data, batch_size=1000, device='cpu')
     res = evaluation_metrics(logits, data.test_y, num_classes=data.num_classes)
     # the same weights on the same images: equal up to float rounding (one test image may flip on a near tie)
     n = len(data.test_y)

@@ -93,20 +93,22 @@ EVAL_DEFAULTS = dict(dataset='cifar10', num_classes=None, net='WideResNet', dept
                      leaky_slope=0.1, dropout=0.0, data_dir='./data', img_size=32, hflip=None)
 
 # %% ../nbs/10_cli.ipynb #ccc6e900
-def predict_logits(model, # `nn.Module`, # network in any mode (evaluated in eval mode)
-                   x, # `Tensor` of uint8 images, N x 3 x H x W
-                   mean, std, # per-channel normalisation, in [0, 1] units
-                   batch_size:int=1024, # rows per forward pass
-                   device=None, # where to run (default: the model's device)
+def predict_logits(model, # `nn.Module` (evaluated in eval mode)
+                   data, # an `SSLData`: its test set is predicted
+                   batch_size:int=1024, # images per forward pass
+                   device=None, # where to run (default: CUDA if available, else CPU)
                   ):
-    "Logits (N x C, float32, on CPU) of `model` on the normalised images `x`."
+    "Logits (N x C, float32, on CPU) of `model` on the test set of `data`: fastai's `get_preds` on `eval_dataloader`"
     import torch
-    if device is None: device = next(model.parameters()).device
-    model = model.to(device).eval()
-    m = torch.tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
-    s = torch.tensor(std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
-    with torch.no_grad(): out = [model((xb.to(device).float() / 255 - m) / s).float().cpu() for xb in torch.split(x, batch_size)]
-    return torch.cat(out)
+    from fastcore.basics import noop
+    from fastai.data.core import DataLoaders
+    from fastai.learner import Learner
+    from fastai.losses import CrossEntropyLossFlat
+    from defixmatch.data import eval_dataloader
+    dl = eval_dataloader(data.test_x, data.test_y, data.classes, data.mean, data.std, batch_size, device)
+    learn = Learner(DataLoaders(dl, dl, device=dl.device), model.to(dl.device), loss_func=CrossEntropyLossFlat())
+    with learn.no_bar(), learn.no_logging(): logits, _ = learn.get_preds(dl=dl, act=noop)
+    return logits.as_subclass(torch.Tensor).float()
 
 # %% ../nbs/10_cli.ipynb #8ff4a757
 def format_report(metrics:dict, # from `defixmatch.metrics.evaluation_metrics`
@@ -168,7 +170,6 @@ def evaluate_checkpoint(load_path, # checkpoint: the reference's format, this pa
                        ) -> dict:
     "Evaluate `load_path` on the test set: metrics dict plus `logits`, `targets`, `classes` and the settings used."
     load_path = checkpoint_in(load_path)
-    import torch
     from defixmatch.models import get_model
     from defixmatch.checkpoint import load_checkpoint, read_checkpoint
     from defixmatch.data import load_dataset
@@ -191,8 +192,7 @@ def evaluate_checkpoint(load_path, # checkpoint: the reference's format, this pa
                                                                    img_size=s['img_size']))
     load_checkpoint(load_path, model, use_train_model=use_train_model)
     it = read_checkpoint(load_path).get('it')
-    if device is None: device = 'cuda' if torch.cuda.is_available() else 'cpu'
-    logits = predict_logits(model, data.test_x, data.mean, data.std, batch_size=batch_size, device=device)
+    logits = predict_logits(model, data, batch_size=batch_size, device=device)
     from defixmatch.metrics import evaluation_metrics
     res = evaluation_metrics(logits, data.test_y, num_classes=s['num_classes'])
     return dict(metrics=res, logits=logits, targets=data.test_y, classes=list(data.classes),
