@@ -11,6 +11,9 @@ metrics (all 10,000 test images) of that checkpoint beside those of the last one
   test metrics on the clean test labels are kept beside them); lambda = 0 is the complete case;
 * **FM**: FixMatch against DeFixMatch (lambda 0.5, the modified supervised loss of eq. 52 on a weak and a strong
   view, threshold 0.95) and the complete case (the same loss, lambda = 0), clean labels.
+* **AT** (not in the default grid: `--exp AT`): the adaptive-threshold methods against their debiased versions
+  (FlexMatch, FreeMatch, SoftMatch with their CIFAR-10 defaults, lambda 0.5, the supervised loss of FM), with clean
+  labels and with the label noise of PL.
 
 Every finished run appends one row to NAME_runs.csv and its validation curve (with the mask ratio) to
 NAME_curves.csv; runs already there are skipped, so the grid resumes where it stopped (a run that is stopped midway
@@ -18,6 +21,7 @@ starts again). The command lines, versions and budget go to NAME_runs.json.
 
     python benchmarks/fashion_mnist.py                        # the whole grid, seed by seed
     python benchmarks/fashion_mnist.py --exp PL --seeds 3     # a part of it
+    python benchmarks/fashion_mnist.py --exp AT --seeds 3     # the adaptive-threshold methods
     python benchmarks/fashion_mnist.py --quick                # a tiny grid on generated data, in a temporary folder
 """
 import argparse, contextlib, json, sys, tempfile, time, warnings
@@ -29,6 +33,7 @@ from grid import Grid, RESULTS, locked, record_invocation, update_invocation, ve
 LAMBDAS = (0.3, 1., 3., 10.)  # with lambda = 0 (the complete case): five values from 0 to 10
 NOISES = (0., 0.2)
 LAMBDA_FM = 0.5
+ADAPTIVE = ('flexmatch', 'deflexmatch', 'freematch', 'defreematch', 'softmatch', 'desoftmatch')
 KEY = ('exp', 'method', 'lambda_u', 'noise', 'seed', 'iterations', 'eval_every', 'num_labels', 'num_val', 'size',
        'batch', 'uratio', 'ema_m')
 METRICS = ('acc', 'ce', 'ece', 'worst_class_acc')
@@ -49,6 +54,7 @@ def grid(seeds=range(5), exps=('PL', 'FM'), lambdas=LAMBDAS, noises=NOISES)->lis
                 for lam in lambdas: runs += [('PL', 'pseudolabel', lam, nz, s), ('PL', 'depseudolabel', lam, nz, s)]
         if 'FM' in exps:
             runs += [('FM', 'complete_case', 0., 0., s), ('FM', 'fixmatch', LAMBDA_FM, 0., s), ('FM', 'defixmatch', LAMBDA_FM, 0., s)]
+        if 'AT' in exps: runs += [('AT', m, LAMBDA_FM, nz, s) for nz in noises for m in ADAPTIVE]
     return runs
 
 
@@ -65,8 +71,10 @@ def build(data, k:dict, save_dir:Path):
     if k['exp'] == 'PL':  # the paper's Fig. 2 / 7: plain cross-entropy on one weak view; lambda = 0 is the complete case
         meth = make_method('pseudolabel' if k['method'] == 'complete_case' else k['method'], lambda_u=k['lambda_u'],
                            modified=False, p_cutoff=0.95)
-    else:                 # eq. 52 on a weak and a strong view; lambda = 0 is the complete case
+    elif k['exp'] == 'FM':  # eq. 52 on a weak and a strong view; lambda = 0 is the complete case
         meth = make_method(k['method'], lambda_u=k['lambda_u'], modified=True, p_cutoff=0.95)
+    else:                   # AT: the same loss, each method's own threshold rule and defaults
+        meth = make_method(k['method'], lambda_u=k['lambda_u'], modified=True)
     torch.manual_seed(k['seed'])
     model = get_model('LeNet', data.num_classes, in_channels=3, img_size=k['size'])
     learn = ssl_learner(dls, model, meth, ema_m=k['ema_m'], save_dir=save_dir, save_name='run')
@@ -74,12 +82,9 @@ def build(data, k:dict, save_dir:Path):
 
 
 def clean_test_dl(data):
-    "The test set with its own (clean) labels, normalised as the loaders do."
-    from fastai.data.core import TfmdDL
-    from defixmatch.data import image_datasets
-    from defixmatch.augment import normalize_tfms
-    return TfmdDL(image_datasets(data.test_x, data.test_y, data.classes), bs=1000, shuffle=False, device='cpu',
-                  after_batch=normalize_tfms(data.mean, data.std))
+    "The test set with its own (clean) labels, read as the loaders read it."
+    from defixmatch.data import eval_dataloader
+    return eval_dataloader(data.test_x, data.test_y, data.classes, data.mean, data.std, bs=1000, device='cpu')
 
 
 def run_one(data, k:dict, clean_dl=None)->tuple:
@@ -128,12 +133,12 @@ def main(argv=None):
     p.add_argument('--out', type=Path, default=None, help='folder of the result files (default benchmarks/results)')
     p.add_argument('--name', default='fashion_mnist', help='file prefix: NAME_runs.csv, NAME_curves.csv, NAME_runs.json')
     p.add_argument('--data_dir', default='./data', help="where the idx files are looked for first (see defixmatch.datasets.idx_files)")
-    p.add_argument('--exp', nargs='+', default=['PL', 'FM'], choices=['PL', 'FM'])
+    p.add_argument('--exp', nargs='+', default=['PL', 'FM'], choices=['PL', 'FM', 'AT'])
     p.add_argument('--methods', nargs='+', default=None, help='only these methods (default: all of each experiment)')
     p.add_argument('--seeds', type=int, default=5, help='seeds 0..S-1 (each its own labelled split)')
     p.add_argument('--first_seed', type=int, default=0, help='seeds first_seed..first_seed+S-1 (a pilot uses others than the grid)')
     p.add_argument('--lambdas', nargs='+', type=float, default=list(LAMBDAS), help='lambdas of PL besides 0')
-    p.add_argument('--noises', nargs='+', type=float, default=list(NOISES), help='label noise of PL')
+    p.add_argument('--noises', nargs='+', type=float, default=list(NOISES), help='label noise of PL and AT')
     p.add_argument('--iterations', type=int, default=2000, help='K, training iterations of every run')
     p.add_argument('--eval_every', type=int, default=100, help='N, iterations between validations of the EMA model')
     p.add_argument('--num_labels', type=int, default=1000, help='n_l, validation images included')
@@ -184,6 +189,11 @@ def main(argv=None):
     args = sys.argv[1:] if argv is None else [str(v) for v in argv]
     entry = dict(command=' '.join(['python', 'benchmarks/fashion_mnist.py', *args]), started=now(), versions=versions(),
                  load_s=round(load_s, 1))
+    if any(k['exp'] == 'AT' for k in runs):  # the hyper-parameters of the adaptive methods are their defaults: record them
+        from defixmatch.methods import method_class
+        entry['hyperparams_at'] = {m: {n: h.default for n, h in method_class(m).hyperparams().items()
+                                       if n not in ('lambda_u', 'modified', 'lambda_rampup')}
+                                   for m in dict.fromkeys(k['method'] for k in runs if k['exp'] == 'AT')}
     with locked(runs_csv): record_invocation(side, entry, budget=budget, versions=versions())
     print(f"# {entry['command']}\n# data loaded in {load_s:.1f} s; grid: {len(runs)} runs, already in {shown(runs_csv)}: "
           f"{len(runs) - len(g.todo(runs))}", flush=True)

@@ -26,6 +26,20 @@ def test_grid_layout():
     assert len(pl) == 5 * 2 * (1 + 2 * 4) and len(g) - len(pl) == 5 * 3
     assert sorted({r[2] for r in pl}) == [0., 0.3, 1., 3., 10.]          # lambda from 0 (the complete case) to 10
     assert [r[4] for r in g[:21]] == [0] * 21                             # seed by seed
+    at = bench.grid(range(2), exps=('AT',))                              # the adaptive-threshold methods: asked for
+    assert len(at) == 2 * 2 * 6 and {r[1] for r in at} == set(bench.ADAPTIVE) and {r[2] for r in at} == {0.5}
+    assert not any(r[0] == 'AT' for r in g)
+
+
+@pytest.mark.filterwarnings('ignore::DeprecationWarning')
+def test_quick_adaptive_grid(tmp_path):
+    bench = load_script()
+    bench.main(['--quick', '--out', str(tmp_path), '--exp', 'AT', '--noises', '0.2'])
+    runs = rows(tmp_path/'fashion_mnist_runs.csv')
+    assert sorted(r['method'] for r in runs) == sorted(bench.ADAPTIVE) and {r['status'] for r in runs} == {'ok'}
+    for r in runs: assert r['acc'] != r['clean_acc'] or r['ce'] != r['clean_ce']   # noisy test labels beside the clean ones
+    hp = json.loads((tmp_path/'fashion_mnist_runs.json').read_text())['invocations'][0]['hyperparams_at']
+    assert hp['deflexmatch']['p_cutoff'] == 0.95 and hp['softmatch']['n_sigma'] == 2.0 and set(hp) == set(bench.ADAPTIVE)
 
 
 @pytest.mark.filterwarnings('ignore::DeprecationWarning')
