@@ -84,12 +84,14 @@ def write_json(path:Path, obj):
 
 
 def versions()->dict:
-    "Python, torch, fastai, the machine and the git commit of the project."
+    "Python, torch, fastai, the machine, the git commit of the project and its code files that differ from that commit."
     import torch, fastai
-    try: commit = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    except OSError: commit = None
+    git = lambda *a: subprocess.run(['git', *a], cwd=ROOT, capture_output=True, text=True).stdout
+    try: commit, changed = git('rev-parse', 'HEAD').strip(), git('diff', '--name-only', 'HEAD', '--', 'defixmatch', 'benchmarks/*.py').split()
+    except OSError: commit, changed = None, None
     return dict(python=platform.python_version(), torch=torch.__version__, fastai=fastai.__version__,
-                machine=platform.machine(), processor=platform.processor(), cpus=os.cpu_count(), git_commit=commit)
+                machine=platform.machine(), processor=platform.processor(), cpus=os.cpu_count(), git_commit=commit,
+                git_uncommitted=changed)
 
 
 def record_invocation(side:Path, entry:dict, **info):
