@@ -1,19 +1,14 @@
 """`benchmarks/cifar10_cpu.py --quick` end to end on a slice of the CIFAR-10 tarball: its rows, and resuming."""
-import csv, importlib.util, json, math, re, subprocess, sys
+import csv, json, math, re, subprocess, sys
 from pathlib import Path
 
 import pytest
+from benchmark_scripts import load_script
 from workspace import cifar10_tarball
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT/'benchmarks'/'cifar10_cpu.py'
 METHODS = ['complete_case', 'fixmatch', 'defixmatch', 'supervised']
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location('cifar10_cpu', SCRIPT)
-    mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)
-    return mod
 
 
 def rows(out:Path)->list:
@@ -45,7 +40,7 @@ def test_cifar10_cpu_quick_rows_and_resume(tmp_path, capsys):
     assert side['command'] == f"python benchmarks/cifar10_cpu.py --quick --out {out} --until 2"
     assert side['data']['n_train'] == 100 and side['data']['n_test'] == 50 and len(side['data']['classes']) == 10
 
-    mod = load_script()
+    mod = load_script('cifar10_cpu')
     try:
         # 2. two runs resumed to the end: two rows
         mod.main(['--quick', '--out', str(out), '--methods', 'complete_case', 'defixmatch'])

@@ -70,16 +70,30 @@ def test_ddp_gradient_equals_union_gradient(tmp_path):
 SSL_ARGS = ['--dataset', 'digits', '--method', 'defixmatch', '--net', 'LeNet', '--batch_size', '8', '--uratio', '2',
             '--num_train_iter', '1', '--num_eval_iter', '1', '--p_cutoff', '0', '--cpu']  # tau = 0: every pseudo-label counts at initialisation
 
-def _ssl_grad_worker(outdir):
-    "One rank of the training command's data and learner; saves its batch, labelled indices and averaged gradient."
-    from fastai.callback.core import Callback, CancelFitException
-    from defixmatch.train import resolve_args, build_data, build_learner
+def _this_rank(flags, outdir):
+    "The accelerator, rank, resolved flags and loaders of this rank of the training command run with `flags`."
+    from defixmatch.train import resolve_args, build_data
     from defixmatch.distributed import make_accelerator, dist_info
     torch.set_num_threads(1)
     acc = make_accelerator(cpu=True)
     rank, _, world = dist_info()
-    args = resolve_args(SSL_ARGS + ['--save_dir', f'{outdir}/runs'])
+    args = resolve_args(flags + ['--save_dir', f'{outdir}/runs'])
     _, dls = build_data(args, rank, world, acc.device)
+    return acc, rank, args, dls
+
+def _fit_this_rank(acc, args, dls, cb, n_iter):
+    "The command's learner of this rank, with the callback `cb`, trained for `n_iter` iterations."
+    from defixmatch.train import build_learner
+    torch.manual_seed(args.seed)
+    learn = build_learner(args, dls, acc, cbs=[cb])
+    learn.remove_cb(learn.progress)
+    learn.fit_ssl(n_iter)
+    return learn
+
+def _ssl_grad_worker(outdir):
+    "One rank of the training command's data and learner; saves its batch, labelled indices and averaged gradient."
+    from fastai.callback.core import Callback, CancelFitException
+    acc, rank, args, dls = _this_rank(SSL_ARGS, outdir)
     class Grab(Callback):
         order = 100
         def after_backward(self):
@@ -87,10 +101,7 @@ def _ssl_grad_worker(outdir):
                         'x': self.learn.xb[0].clone(), 'y': self.learn.yb[0].clone(), 'lb_idx': dls.lb_idx.clone()},
                        f'{outdir}/rank{rank}.pt')
             raise CancelFitException()
-    torch.manual_seed(args.seed)
-    learn = build_learner(args, dls, acc, cbs=[Grab()])
-    learn.remove_cb(learn.progress)
-    learn.fit_ssl(1)
+    _fit_this_rank(acc, args, dls, Grab(), 1)
 
 def test_ssl_loop_two_ranks_same_labels_other_unlabelled_union_gradient(tmp_path):
     from defixmatch.distributed import spawn_processes
@@ -178,21 +189,12 @@ FLEX_ARGS = ['--dataset', 'digits', '--method', 'deflexmatch', '--net', 'LeNet',
 def _flex_state_worker(outdir):
     "One rank of a 3-step FlexMatch run: saves the method's state and the unlabelled indices this rank drew."
     from fastai.callback.core import Callback
-    from defixmatch.train import resolve_args, build_data, build_learner
-    from defixmatch.distributed import make_accelerator, dist_info
-    torch.set_num_threads(1)
-    acc = make_accelerator(cpu=True)
-    rank, _, world = dist_info()
-    args = resolve_args(FLEX_ARGS + ['--save_dir', f'{outdir}/runs'])
-    _, dls = build_data(args, rank, world, acc.device)
+    acc, rank, args, dls = _this_rank(FLEX_ARGS, outdir)
     drawn = []
     class Drawn(Callback):
         def after_batch(self):
             if self.training: drawn.append(self.learn.dl.ulb_batch_idx.clone())
-    torch.manual_seed(args.seed)
-    learn = build_learner(args, dls, acc, cbs=[Drawn()])
-    learn.remove_cb(learn.progress)
-    learn.fit_ssl(3)
+    learn = _fit_this_rank(acc, args, dls, Drawn(), 3)
     torch.save({'state': learn.ssl_method.state_dict(), 'drawn': torch.cat(drawn)}, f'{outdir}/flex{rank}.pt')
 
 def test_method_state_is_updated_from_every_rank_and_stays_equal(tmp_path):

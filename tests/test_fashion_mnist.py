@@ -1,26 +1,13 @@
 """`benchmarks/fashion_mnist.py --quick`: the grid on generated idx files, one row per run with the test metrics of the
 best validation checkpoint and of the last one, the validation curves, resuming, and the same numbers again."""
-import csv, importlib.util, json, math
-from pathlib import Path
+import json, math
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT/'benchmarks'/'fashion_mnist.py'
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location('fashion_mnist', SCRIPT)
-    mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)
-    return mod
-
-
-def rows(path:Path)->list:
-    with path.open(newline='') as f: return list(csv.DictReader(f))
+from benchmark_scripts import load_script, rows
 
 
 def test_grid_layout():
-    bench = load_script()
+    bench = load_script('fashion_mnist')
     g = bench.grid(range(5))
     pl = [r for r in g if r[0] == 'PL']
     assert len(pl) == 5 * 2 * (1 + 2 * 4) and len(g) - len(pl) == 5 * 3
@@ -33,7 +20,7 @@ def test_grid_layout():
 
 @pytest.mark.filterwarnings('ignore::DeprecationWarning')
 def test_quick_adaptive_grid(tmp_path):
-    bench = load_script()
+    bench = load_script('fashion_mnist')
     bench.main(['--quick', '--out', str(tmp_path), '--exp', 'AT', '--noises', '0.2'])
     runs = rows(tmp_path/'fashion_mnist_runs.csv')
     assert sorted(r['method'] for r in runs) == sorted(bench.ADAPTIVE) and {r['status'] for r in runs} == {'ok'}
@@ -44,7 +31,7 @@ def test_quick_adaptive_grid(tmp_path):
 
 @pytest.mark.filterwarnings('ignore::DeprecationWarning')
 def test_quick_grid_rows_resume_and_reproduce(tmp_path):
-    bench = load_script()
+    bench = load_script('fashion_mnist')
     out = tmp_path/'res'
     bench.main(['--quick', '--out', str(out)])
     runs, curves = rows(out/'fashion_mnist_runs.csv'), rows(out/'fashion_mnist_curves.csv')

@@ -1,26 +1,13 @@
 """`benchmarks/ssl_digits.py --quick`: every experiment on a tiny configuration, one row per run, resuming, label noise."""
-import csv, importlib.util, json, sys
-from pathlib import Path
+import json
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT/'benchmarks'/'ssl_digits.py'
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location('ssl_digits', SCRIPT)
-    mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)
-    return mod
-
-
-def rows(path:Path)->list:
-    with path.open(newline='') as f: return list(csv.DictReader(f))
+from benchmark_scripts import load_script, rows
 
 
 def test_noisy_labels_touch_only_labelled_images():
     import torch
-    bench = load_script()
+    bench = load_script('ssl_digits')
     y, lb = torch.arange(100) % 10, torch.arange(0, 100, 2)
     noisy = bench.noisy_labels(y, lb, 0.2, seed=3, num_classes=10)
     changed = (noisy != y).nonzero().flatten()
@@ -33,7 +20,7 @@ def test_noisy_labels_touch_only_labelled_images():
 
 @pytest.mark.filterwarnings('ignore::DeprecationWarning')
 def test_quick_grid_rows_and_resume(tmp_path, capsys):
-    bench = load_script()
+    bench = load_script('ssl_digits')
     out = tmp_path/'res'
     bench.main(['--quick', '--out', str(out)])
     runs, curves = rows(out/'ssl_digits_runs.csv'), rows(out/'ssl_digits_curves.csv')
@@ -60,7 +47,7 @@ def test_quick_grid_rows_and_resume(tmp_path, capsys):
 def test_t_interval_and_paired_differences():
     import math
     import pandas as pd
-    bench = load_script()
+    bench = load_script('ssl_digits')
     assert math.isclose(bench.t_ci([1., 2., 3.]), 4.302652729911275 * 1 / math.sqrt(3))  # t_{0.975,2} s / sqrt(n)
     assert math.isnan(bench.t_ci([1.])) and math.isclose(bench.t_ci([1., float('nan'), 3.]), 12.706204736174698 * math.sqrt(2) / math.sqrt(2))
     wide = pd.DataFrame({('acc', 'a'): [0.9, 0.8, float('nan')], ('acc', 'b'): [0.7, 0.9, 0.5]})
@@ -70,7 +57,7 @@ def test_t_interval_and_paired_differences():
 
 @pytest.mark.filterwarnings('ignore::DeprecationWarning')
 def test_replay_and_lambda_opt_trace_print_every_step(tmp_path, capsys):
-    bench = load_script()
+    bench = load_script('ssl_digits')
     assert bench.main(['--quick', '--out', str(tmp_path), '--replay', 'vatdeentmin', '0', '1']) is None
     out = capsys.readouterr().out
     assert [l.split(':')[0] for l in out.splitlines() if l.startswith('step')] == ['step 1', 'step 2', 'step 3']
@@ -83,7 +70,7 @@ def test_replay_and_lambda_opt_trace_print_every_step(tmp_path, capsys):
 
 @pytest.mark.filterwarnings('ignore::DeprecationWarning')
 def test_shards_split_the_grid_without_overlap(tmp_path):
-    bench = load_script()
+    bench = load_script('ssl_digits')
     out = tmp_path/'res'
     key = lambda r: bench.key_of(dict(zip(bench.KEY, (*r, 4, 20, 16, 4, 2, 0.99))))
     grid = bench.grid_b(range(1), (1.,))
@@ -97,7 +84,7 @@ def test_shards_split_the_grid_without_overlap(tmp_path):
 
 @pytest.mark.filterwarnings('ignore::DeprecationWarning')
 def test_probe_of_h_by_split(tmp_path):
-    bench = load_script()
+    bench = load_script('ssl_digits')
     bench.main(['--quick', '--exp', 'D', '--out', str(tmp_path)])
     probe = rows(tmp_path/'ssl_digits_probe.csv')
     assert [(r['method'], r['split']) for r in probe] == [(m, s) for m in bench.PROBE_METHODS
@@ -114,7 +101,7 @@ def test_probe_of_h_by_split(tmp_path):
 
 @pytest.mark.filterwarnings('ignore::DeprecationWarning')
 def test_experiment_e_runs_vat_and_devat_at_each_lambda(tmp_path):
-    bench = load_script()
+    bench = load_script('ssl_digits')
     bench.main(['--quick', '--exp', 'E', '--lambdas_e', '0.05', '0.2', '--out', str(tmp_path)])
     runs = rows(tmp_path/'ssl_digits_runs.csv')
     assert sorted((r['exp'], r['method'], float(r['lambda_u']), r['lam_mode']) for r in runs) == \
