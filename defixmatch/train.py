@@ -110,7 +110,7 @@ def train(args, # from `resolve_args`
     import torch
     from fastai.torch_core import set_seed
     from fastcore.basics import noop
-    from defixmatch.distributed import make_accelerator, is_main_process
+    from defixmatch.distributed import make_accelerator, is_main_process, end_process_group
     if run is None and is_main_process():
         with run_folder(args) as run: return train(args, run)
     t0 = time.time()
@@ -146,7 +146,9 @@ def train(args, # from `resolve_args`
         if main and run.path != run.final_path: raise FloatingPointError(f"{e}; no run folder was created") from None
         raise
     acc.wait_for_everyone()
-    if not main: return None
+    if not main:
+        end_process_group()  # waits there for rank 0's report
+        return None
     final = run.publish()  # (a no-op: the first checkpoint published it)
     out = learner_report(learn, data, final, **{k: getattr(args, k) for k in (
         'net', 'depth', 'widen_factor', 'leaky_slope', 'dropout', 'data_dir', 'img_size', 'hflip')})
@@ -161,6 +163,7 @@ def train(args, # from `resolve_args`
     _write_json(final/'report.json', rep)
     print(f"{'log':<16}{final/'log.csv'}\n{'report':<16}{final/'report.json'}\n"
           f"{'checkpoints':<16}{final/'latest_model.pth'}, {final/'model_best.pth'}", flush=True)
+    end_process_group()
     return rep
 
 # %% ../nbs/11_train.ipynb #b767b845

@@ -66,6 +66,18 @@ def test_ddp_gradient_equals_union_gradient(tmp_path):
     torch.manual_seed(1); m2 = NoBNNet(); F.cross_entropy(m2(x[:8]), y[:8]).backward()
     assert not torch.allclose(m2.conv.weight.grad, g0['conv.weight'], atol=1e-6)
 
+def _unfinished_collective_worker():
+    "One rank that joins the process group, starts a collective and returns without waiting for it."
+    import torch.distributed as dist
+    from defixmatch.distributed import make_accelerator
+    make_accelerator(cpu=True)
+    dist.all_reduce(torch.ones(1000), async_op=True)
+
+def test_spawned_ranks_leave_their_process_group_before_exit():
+    "A gloo group left to the interpreter's exit with work outstanding aborts its process (SIGABRT) in most runs."
+    from defixmatch.distributed import spawn_processes
+    for _ in range(6): spawn_processes(_unfinished_collective_worker, nprocs=2, dist_url=f'tcp://127.0.0.1:{free_port()}')
+
 # ---------------------------------------------------------------- the SSL loop of the training command on 2 ranks
 SSL_ARGS = ['--dataset', 'digits', '--method', 'defixmatch', '--net', 'LeNet', '--batch_size', '8', '--uratio', '2',
             '--num_train_iter', '1', '--num_eval_iter', '1', '--p_cutoff', '0', '--cpu']  # tau = 0: every pseudo-label counts at initialisation
