@@ -10,6 +10,7 @@ __all__ = []
 # %% ../nbs/14_all.ipynb #bac50882
 from fastai.vision.all import *
 from .losses import *
+from .informative import *
 from .data import *
 from .augment import *
 from .models import *
