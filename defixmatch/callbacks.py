@@ -106,15 +106,17 @@ class EMACallback(Callback):
         self.averaged.n_averaged += 1
 
     def before_validate(self):
-        if self.averaged is None or not getattr(self, 'swap', True): return
+        if self.averaged is None or not self.swap: return
         self._train_model, self.learn.model = self.learn.model, self.averaged.module.eval()
+    def before_batch(self):  # every evaluation batch runs the EMA model, whatever a callback did after the previous one
+        if not self.training and self._train_model is not None: self.learn.model = self.averaged.module
 
     def _restore(self):
         if self._train_model is not None: self.learn.model, self._train_model = self._train_model, None
     def after_validate(self): self._restore()
     def after_fit(self): self._restore()
 
-    swap = True  # evaluate the EMA model in place of the training model (`summary` turns it off while it records layers)
+    swap = True  # evaluate the EMA model in place of the training model; False: evaluate the training model
     def run_state(self)->dict|None:
         "A copy of the average (weights and counter): the state of the run that a fit changes and fastai does not restore."
         return None if self.averaged is None else {k: v.detach().clone() for k, v in self.averaged.state_dict().items()}

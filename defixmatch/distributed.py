@@ -122,8 +122,10 @@ class DistributedCallback(Callback):
     def _restore(self):
         if self.module is not None: self.learn.model = self.module
     def before_backward(self): self._restore()
-    def after_batch(self): self._restore()
-    def after_cancel_batch(self): self._restore()
+    def after_batch(self):  # a training batch only: an evaluation batch runs the model put there for evaluation (EMA)
+        if self.training: self._restore()
+    def after_cancel_batch(self):
+        if self.training: self._restore()
     def before_validate(self):
         self._restore()
         if not self.main and not self.validate_on_all: raise CancelValidException()
