@@ -245,3 +245,47 @@ def test_a_live_run_owns_its_real_folder_however_spelled(tmp_path):
     logged = pd.read_csv(runs/'R2'/'log.csv')['iter'].tolist()
     assert it >= N and it % N == 0 and logged[:it // N] == list(range(N, it + 1, N))   # the first run's own log and checkpoint
     assert not (runs/'R2'/'report.json').exists()   # no other run finished in its folder
+
+# ---------------------------------------------------------------- files a user is handed never act
+def test_a_config_file_cannot_write_over_a_folder(tmp_path):
+    victim = tmp_path/'victim'/'important'
+    victim.mkdir(parents=True); (victim/'thesis.tex').write_text('years of work')
+    for launch in ('overwrite: true', 'resume: true', 'load_path: x.pth'):
+        (tmp_path/'c.yaml').write_text(f"dataset: digits\nsave_dir: {tmp_path/'victim'}\nsave_name: important\n{launch}\n")
+        res = cli('train', '--config', tmp_path/'c.yaml', '--num_train_iter', 2, '--no-progress')
+        assert_one_line_error(res, 'may only be given on the command line', code=2)
+    (tmp_path/'c.yaml').write_text(f"dataset: digits\nsave_dir: {tmp_path/'victim'}\nsave_name: important\n")
+    res = cli('train', '--config', tmp_path/'c.yaml', '--overwrite', '--num_train_iter', 2, '--no-progress')
+    assert_one_line_error(res, 'a file may not choose the folder written over', code=2)
+    assert [f.name for f in victim.iterdir()] == ['thesis.tex'] and (victim/'thesis.tex').read_text() == 'years of work'
+
+def test_a_method_module_named_by_a_file_is_not_imported(tmp_path):
+    (tmp_path/'evilmod.py').write_text(f"open({str(tmp_path/'ran')!r}, 'w').write('imported')\n")
+    (tmp_path/'run').mkdir()
+    (tmp_path/'run'/'config.json').write_text(json.dumps({'dataset': 'digits', 'method': 'evilmod:degini'}))
+    res = cli('train', '--config', tmp_path/'run'/'config.json', '--dry_run', cwd=tmp_path)
+    assert_one_line_error(res, 'pass --method evilmod:degini on the command line to allow it', code=2)
+    assert not (tmp_path/'ran').exists()
+    (tmp_path/'this.yaml').write_text('dataset: digits\nmethod: this:x\n')   # importing `this` prints the Zen of Python
+    res = cli('train', '--config', tmp_path/'this.yaml', '--dry_run', cwd=tmp_path)
+    assert_one_line_error(res, 'pass --method this:x', code=2)
+    assert 'Beautiful is better' not in res.stdout + res.stderr
+
+def test_eval_json_writes_only_a_json_file(tmp_path):
+    from defixmatch.models import get_model
+    run = tmp_path/'run'; run.mkdir()
+    m = get_model('LeNet', 10, in_channels=3, img_size=32)
+    torch.save({'eval_model': m.state_dict(), 'it': 1}, run/'model_best.pth')
+    (run/'config.json').write_text(json.dumps({'dataset': 'digits', 'net': 'LeNet'}))
+    before = (run/'model_best.pth').read_bytes()
+    res = cli('eval', '--load_path', run, '--json', run/'model_best.pth')
+    assert_one_line_error(res, 'must be named *.json', code=1)
+    assert (run/'model_best.pth').read_bytes() == before
+    os.mkfifo(tmp_path/'fifo.json'); (tmp_path/'target.json').write_text('{"kept": 1}')
+    (tmp_path/'link.json').symlink_to(tmp_path/'target.json')
+    for bad, msg in (('fifo.json', 'not a regular file'), ('link.json', 'is a symbolic link')):
+        assert_one_line_error(cli('eval', '--load_path', run, '--json', tmp_path/bad), msg, code=1)
+    assert (tmp_path/'link.json').is_symlink() and (tmp_path/'target.json').read_text() == '{"kept": 1}'
+    res = cli('eval', '--load_path', run, '--json', tmp_path/'m.json')
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert json.loads((tmp_path/'m.json').read_text())['iteration'] == 1
