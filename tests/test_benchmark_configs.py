@@ -57,9 +57,9 @@ def test_fig7_file_from_the_command_line_gives_the_grid_row(tmp_path):
         row, curve = bench.run_one(data, k, bench.clean_test_dl(data))
     finally: torch.set_num_threads(threads)
     assert row['status'] == 'ok'
-    # the command line: the file, the same shortening, a run folder; one test batch (see the note below)
+    # the command line: the file, the same shortening (test batches of 1,000, as the grid's), a run folder
     res = subprocess.run([sys.executable, '-m', 'defixmatch.train', '--config', str(CONFIGS/'fashion_mnist_fig7.yaml'),
-                          '--num_train_iter', str(K), '--num_eval_iter', str(N), '--eval_batch_size', '10000',
+                          '--num_train_iter', str(K), '--num_eval_iter', str(N),
                           '--data_dir', str(data_dir), '--save_dir', str(tmp_path), '--save_name', 'run', '--cpu'],
                          capture_output=True, text=True, timeout=600, env=dict(os.environ, OMP_NUM_THREADS='1'))
     assert res.returncode == 0, res.stderr[-2000:]
@@ -77,7 +77,3 @@ def test_fig7_file_from_the_command_line_gives_the_grid_row(tmp_path):
         assert float(l['top1_acc']) == pytest.approx(c['val_acc'], rel=1e-6)
         assert float(l['sup_loss']) == pytest.approx(c['sup_loss'], rel=1e-6)
         assert float(l['mask_ratio']) == pytest.approx(c['mask_ratio'], rel=1e-6)
-# Note: the command line is given `--eval_batch_size 10000` (the whole test set in one batch) because its evaluation
-# scores the test batches after the first with the training model instead of the EMA model (being fixed); the
-# Python-API path (`ssl_test_metrics`) is not affected and evaluates in the grid's batches of 1,000. Once the command
-# line's evaluation is fixed, the override can go.
