@@ -31,7 +31,7 @@ def test_sigkill_then_resume_reaches_the_same_end(tmp_path):
                 try:
                     if _ckpt_it(latest) >= N: break
                 except ValueError: pass   # cannot happen with atomic writes; retried rather than failed here
-            if time.time() - t0 > 300: pytest.fail('no checkpoint after 300 s')
+            if time.time() - t0 > 900: pytest.fail('no checkpoint after 900 s')
             time.sleep(0.05)
         os.kill(p.pid, signal.SIGKILL)
     finally:
@@ -102,7 +102,7 @@ def test_same_seed_same_split_and_first_batches(tmp_path):
     "Two processes with the same seed draw the same labelled split and the same first batches; another seed does not."
     def probe():
         res = subprocess.run([sys.executable, '-c', _PROBE, *map(str, SMALL), '--save_dir', tmp_path],
-                             capture_output=True, text=True, timeout=300, env=dict(os.environ, OMP_NUM_THREADS='1'))
+                             capture_output=True, text=True, timeout=600, env=dict(os.environ, OMP_NUM_THREADS='1'))
         assert res.returncode == 0, res.stderr[-2000:]
         return res.stdout.split()
     a, b = probe(), probe()
@@ -110,7 +110,7 @@ def test_same_seed_same_split_and_first_batches(tmp_path):
     assert a[0] != a[2] and a[1] != a[3]  # the other seed gives another split and other batches
 
 # ---------------------------------------------------------------- run folders: ownership, failed starts, full disk
-def _wait_for(cond, p, what, timeout=300):
+def _wait_for(cond, p, what, timeout=900):
     t0 = time.time()
     while not cond():
         if p.poll() is not None: pytest.fail(f"the run ended before {what}: {p.stderr.read().decode()[-2000:]}")
@@ -161,10 +161,9 @@ def test_a_killed_run_leaves_no_stuck_lock(tmp_path):
     (['--seed', '-1'], '--seed'), (['--seed', str(2**32)], '--seed'), (['--num_train_iter', str(10**20)], '--num_train_iter'),
     *[(['--save_name', n], '--save_name') for n in ('', '.', '..', '../x', '/tmp/abs', 'a/b', './R2')]])
 def test_bad_flags_fail_at_once_and_create_nothing(tmp_path, flags, fragment):
-    t0 = time.time()
     res = cli('train', *SMALL, '--save_dir', tmp_path/'runs', *flags)
     assert_one_line_error(res, fragment, code=2)
-    assert time.time() - t0 < 30 and not (tmp_path/'runs').exists()
+    assert not (tmp_path/'runs').exists()
     # the corrected command is not blocked by anything the failed one left
     assert cli('train', *SMALL, '--save_dir', tmp_path/'runs', '--dry_run').returncode == 0
 
@@ -289,3 +288,18 @@ def test_eval_json_writes_only_a_json_file(tmp_path):
     res = cli('eval', '--load_path', run, '--json', tmp_path/'m.json')
     assert res.returncode == 0, res.stderr[-2000:]
     assert json.loads((tmp_path/'m.json').read_text())['iteration'] == 1
+
+# ---------------------------------------------------------------- a busy machine fails no test
+_TIMED = re.compile(r'_step_time|perf_counter|time\.time\(\)|\bwall_s\b|\btotal_s\b|\belapsed\b')
+_BOUND = re.compile(r'<=?\s*\d')   # a time compared with a number: an upper bound on wall time
+
+def test_no_assertion_on_wall_time():
+    "Speed belongs in benchmarks/: no notebook or test asserts that something took less than some seconds."
+    root = Path(__file__).resolve().parents[1]
+    sources = [(p, p.read_text()) for p in sorted((root/'tests').glob('*.py'))]
+    for nb in sorted((root/'nbs').glob('*.ipynb')):
+        cells = json.loads(nb.read_text())['cells']
+        sources.append((nb, '\n'.join(''.join(c['source']) for c in cells if c['cell_type'] == 'code')))
+    bad = [f"{p.name}: {l.strip()}" for p, text in sources for l in text.splitlines()
+           if l.lstrip().startswith('assert') and _TIMED.search(l) and _BOUND.search(l) and 'import re' not in l]
+    assert bad == [], bad
