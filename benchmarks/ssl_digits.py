@@ -197,7 +197,6 @@ def h_by_split(learn, data, seed:int)->list:
     sets of images: the labelled images, the training images that are not labelled, and the test images; each image
     under two weak views drawn by `seed` (the views a consistency method compares). One dict per set."""
     import torch, torch.nn.functional as F
-    from defixmatch.diagnostics import per_sample_h
     dls, meth, model = learn.dls, learn.ssl_method, learn.model
     lb = torch.as_tensor(dls.lb_idx)
     rest = torch.ones(len(data.train_y), dtype=torch.bool); rest[lb] = False
@@ -210,7 +209,7 @@ def h_by_split(learn, data, seed:int)->list:
         g = torch.Generator().manual_seed(seed)
         xs = tuple(dls.train.weak(x, generator=g) for _ in range(2))
         with torch.no_grad(): logits = tuple(model(v) for v in xs)
-        h = per_sample_h(meth, logits, xs).detach().float()
+        h = meth.per_image_h(logits, xs)[0].detach().float()
         ce = F.cross_entropy(logits[0], y, reduction='none')
         out.append(dict(split=name, n=len(y), h_mean=float(h.mean()), h_median=float(h.median()), ce=float(ce.mean()),
                         acc=float((logits[0].argmax(1) == y).float().mean())))

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from .losses import fixmatch_h, sup_loss
-from .methods import SSLMethod, register_method, gather_processes
+from .methods import SSLMethod, register_method
 
 # %% ../nbs/05b_adaptive.ipynb #ca654bd9
 class AdaptiveThreshold(SSLMethod):
@@ -36,8 +36,6 @@ class AdaptiveThreshold(SSLMethod):
         "w_s(q) in [0, 1] for each row of q, from the state."
         raise NotImplementedError
     def h(self, logits, xs):
-        if not self.state_names: self.init_state(logits[0].shape[1])  # outside a learner: the state of a fresh start
-        self.state_to(logits[0].device)
         with torch.no_grad():
             z = self.pseudo_logits(logits[0])
             w = self.weight(z.softmax(-1))
@@ -86,9 +84,7 @@ class FlexMatch(AdaptiveThreshold):
             raise ValueError("FlexMatch needs the unlabelled images' training-set indices: train it on ssl_dataloaders' loader (ulb_batch_idx)")
         if not len(self.memory):
             raise ValueError("FlexMatch's memory is empty: give init_state the unlabelled images' indices (ulb_idx) and n_data")
-        self.state_to(logits[0].device)
-        conf, pred = gather_processes(logits[0].float().softmax(-1)).max(-1)
-        idx = gather_processes(torch.as_tensor(idx, device=conf.device))
+        conf, pred = logits[0].float().softmax(-1).max(-1)
         keep = conf >= self.p_cutoff
         idx, pred = idx[keep], pred[keep]
         uniq, inv = torch.unique(idx, return_inverse=True)
@@ -116,8 +112,7 @@ class FreeMatch(AdaptiveThreshold):
         conf, pseudo = q.max(-1)
         return (conf >= self.thresholds()[pseudo]).float()
     def update(self, logits, xs, idx):
-        self.state_to(logits[0].device)
-        q, m = gather_processes(logits[0].float().softmax(-1)), self.ema_p
+        q, m = logits[0].float().softmax(-1), self.ema_p
         self.tau_t = m * self.tau_t + (1 - m) * q.max(-1).values.mean()
         self.p_t = m * self.p_t + (1 - m) * q.mean(0)
 
@@ -147,8 +142,7 @@ class SoftMatch(AdaptiveThreshold):
         d = (q.max(-1).values - self.mu_t).clamp(max=0)
         return torch.exp(-d ** 2 / (2 * self.var_t / self.n_sigma ** 2))
     def update(self, logits, xs, idx):
-        self.state_to(logits[0].device)
-        q, m = gather_processes(logits[0].float().softmax(-1)), self.ema_p
+        q, m = logits[0].float().softmax(-1), self.ema_p
         conf = self.align(q).max(-1).values
         self.mu_t = m * self.mu_t + (1 - m) * conf.mean()
         if len(conf) > 1: self.var_t = m * self.var_t + (1 - m) * conf.var()

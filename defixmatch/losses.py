@@ -172,6 +172,7 @@ def _clean_logp(model, x, logits):
     with torch.no_grad(), torch.autocast(x.device.type, enabled=False):
         return _logp(frozen_stats_forward(model, x))
 
+# %% ../nbs/01_losses.ipynb #c8f79464
 def vat_perturbation(model:nn.Module, # the network being trained (unwrapped from DDP)
                      x:Tensor, # clean inputs, (batch, ...)
                      logits:Tensor|None=None, # clean logits p̂(x); None: recomputed from `x` (see above)

@@ -6,9 +6,9 @@ Docs: https://defixmatch.github.io/defixmatch/methods.html.md"""
 
 # %% auto #0
 __all__ = ['FLAG_NAMES', 'SSL_METHODS', 'DEFAULT_METHOD', 'ENTRY_POINT_GROUP', 'PACKAGE_METHOD_MODULES', 'split_views',
-           'check_hyper', 'SchedSigmoidRampup', 'Hyper', 'gather_processes', 'SSLMethod', 'register_method',
-           'load_method_plugins', 'load_package_methods', 'find_method', 'method_class', 'make_method', 'FixMatch',
-           'CompleteCase', 'PseudoLabel', 'EntMin']
+           'check_hyper', 'SchedSigmoidRampup', 'Hyper', 'gather_processes', 'StepTerms', 'SSLMethod',
+           'register_method', 'load_method_plugins', 'load_package_methods', 'find_method', 'method_class',
+           'make_method', 'FixMatch', 'CompleteCase', 'PseudoLabel', 'EntMin']
 
 # %% ../nbs/05_methods.ipynb #50d6404d
 import importlib, inspect, math, sys, typing
@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from fastcore.basics import patch
 from fastcore.docments import docments
 from fastai.callback.core import Callback
 
@@ -103,7 +104,7 @@ def _hyperparams(cls)->dict:
             out[k] = Hyper(None if p.default is p.empty else p.default, _kind(p.annotation), (d.get('docment') or '').strip())
     return out
 
-# %% ../nbs/05_methods.ipynb #241e373b
+# %% ../nbs/05_methods.ipynb #8f8d9a60
 #: The command line's names of the base's hyper-parameters: the reference's `--ulb_loss_ratio` and `--modified_fixmatch`.
 FLAG_NAMES = {'lambda_u': 'ulb_loss_ratio', 'modified': 'modified_fixmatch'}
 
@@ -116,6 +117,19 @@ def gather_processes(t:Tensor, # this process's rows, e.g. the predictions on it
     dist.all_gather(out, t.contiguous())
     return torch.cat(out)
 
+class StepTerms(typing.NamedTuple):
+    "The per-image terms of one step's risk: $L$ on the labelled images, $H$ on the unlabelled and on the labelled ones."
+    l_lb: Tensor # L of each labelled image, (n_l,)
+    h_ulb: Tensor # H of each unlabelled image, (n_u,)
+    h_lb: Tensor|None # H of each labelled image, (n_l,); None where it was not computed (see `SSLMethod.ask_h_lb`)
+    mask: Tensor # share of the unlabelled images H acts on, 0-dim
+    mask_lb: Tensor|None # the same on the labelled images; None with `h_lb`
+    def detach(self)->'StepTerms':
+        "The same terms, detached, in float32 or wider: what the method keeps for callbacks."
+        f = lambda t: None if t is None else t.detach().to(torch.promote_types(t.dtype, torch.float32))
+        return StepTerms(*map(f, self))
+
+# %% ../nbs/05_methods.ipynb #f770a083
 class SSLMethod(Callback):
     "Train on the (de)biased SSL risk (eq. 2 / eq. 5) of the surrogate `h` that a subclass defines."
     run_valid = False
@@ -128,6 +142,7 @@ class SSLMethod(Callback):
     complete_case = None # registered name of the method's complete case; None: the method itself with λ = 0
     reference_run_names = False # run folders named as the reference names FixMatch's (`[Mod][De]dataset_...`), else `name_dataset_...`
     rules = {} # checks of the method's own hyper-parameters, `{name: (test, what it must be)}`
+    update_reads_inputs = False # `update` receives the unlabelled images' inputs (gathered across processes); else None
     _names = (None, None) # (name, debiased name) in `SSL_METHODS`, set by `register_method`
 
     def __init__(self, lambda_u:float|None=None, # weight λ of the unlabelled term; None: the method's default (`default_lambda`)
@@ -135,7 +150,8 @@ class SSLMethod(Callback):
                  modified:bool=True, # L averages the first two views (eq. 52), the authors' choice
                  lambda_rampup:float|None=None, # fraction of training over which λ ramps up (Oliver et al.'s sigmoid; 0: no ramp); None: the method's default
                 ):
-        self.debiased, self.modified, self.last = self.check('debiased', debiased), self.check('modified', modified), None
+        self.debiased, self.modified = self.check('debiased', debiased), self.check('modified', modified)
+        self.last, self.terms, self._h_lb_asked = None, None, False
         self.lambda_u = self.check('lambda_u', self.default_lambda(modified) if lambda_u is None else lambda_u)
         self.lambda_rampup = self.check('lambda_rampup', self.rampup_default if lambda_rampup is None else lambda_rampup)
         self.lambda_ramp = 1.
@@ -163,63 +179,7 @@ class SSLMethod(Callback):
         "Schedules the method asks for, `{hyper-parameter: schedule}`, which `fit_ssl` gives to fastai's `ParamScheduler`."
         return {'lambda_ramp': SchedSigmoidRampup(1., self.lambda_rampup)} if self.lambda_rampup > 0 else {}
 
-    @property
-    def name(self): return 'ssl_method' # the attribute of the learner: `learn.ssl_method`
-    @property
-    def method(self)->str|None:
-        "The name this method is registered under, debiased or not."
-        return self._names[1] if self.debiased else self._names[0]
-    def record(self)->dict:
-        "`config` under the command line's names (`FLAG_NAMES`): what a run's `config.json` records of its method."
-        return {FLAG_NAMES.get(k, k): v for k, v in self.config().items()}
-    def config(self)->dict:
-        "The method's name, whether it is debiased, and the current value of each hyper-parameter (saved in checkpoints)."
-        return {'method': self.method, 'debiased': self.debiased,
-                **{k: getattr(self, k) for k in self.hyperparams() if hasattr(self, k)}}
-
     def h(self, logits:tuple, xs:tuple|None): raise NotImplementedError("an SSL method defines its surrogate `h`")
-
-    # the state protocol: tensors `h` reads, moved only by `update`, once per training step, after H
-    def init_state(self, num_classes:int, # classes of the task
-                   ulb_idx:Tensor|None=None, # training-set indices of the unlabelled images
-                   n_data:int|None=None, # size of the training set these indices point into
-                  ):
-        "Create the method's state for a task; a method with state overrides it and calls `register_state`."
-    def register_state(self, name:str, # attribute the state is read from, e.g. 'p_model'
-                       t:Tensor, # its initial value
-                      ):
-        "Hold `t` as state `name`: saved in checkpoints, restored on resume, read by `h`, moved only by `update`."
-        names = self.__dict__.setdefault('_state_names', [])
-        if name not in names: names.append(name)
-        setattr(self, name, t)
-    @property
-    def state_names(self)->list: return list(self.__dict__.get('_state_names', []))
-    def state_dict(self)->dict:
-        "`{name: tensor}`: the state, detached copies on the CPU (empty for a method without state)."
-        return {k: getattr(self, k).detach().cpu().clone() for k in self.state_names}
-    def load_state_dict(self, sd:dict):
-        "Set the state from `sd` (from `state_dict`); a one-line `ValueError` if it is not this method's."
-        own = self.state_dict()
-        if not isinstance(sd, dict) or not all(isinstance(v, Tensor) for v in sd.values()):
-            raise ValueError(f"the state of {type(self).__name__} must be a dict of tensors, got {type(sd).__name__}")
-        if own and set(sd) != set(own):
-            raise ValueError(f"the state {sorted(sd)} is not {type(self).__name__}'s {sorted(own)}")
-        for k, v in sd.items():
-            if k in own and (v.shape != own[k].shape or v.dtype != own[k].dtype):
-                raise ValueError(f"state {k!r} of {type(self).__name__}: got {v.dtype} {tuple(v.shape)}, "
-                                 f"expected {own[k].dtype} {tuple(own[k].shape)} (another task?)")
-        for k, v in sd.items(): self.register_state(k, v.clone())
-    def state_to(self, device):
-        "Move the state to `device` (where the logits are)."
-        for k in self.state_names:
-            t = getattr(self, k)
-            if t.device != torch.device(device): setattr(self, k, t.to(device))
-    def update(self, logits:tuple, # the unlabelled images' logits under each view, detached
-               xs:tuple|None, # their inputs under each view
-               idx:Tensor|None, # their training-set indices (`SSLTrainDL.ulb_batch_idx`), where the loader knows them
-              ):
-        "Move the state with a training step's unlabelled images, after H; a method with state overrides it."
-
     def hyper(self, k:str):
         "The current value of hyper-parameter `k` (a schedule may have set it)."
         return getattr(self, k)
@@ -228,60 +188,187 @@ class SSLMethod(Callback):
         "The weight of the unlabelled term at this step: λ times the ramp."
         return self.lambda_u * self.lambda_ramp
 
-    def _h(self, logits, xs):
-        out = self.h(logits, xs)
-        vals, mask = out if isinstance(out, tuple) else (out, None)
-        if mask is None: mask = torch.ones((), device=vals.device)
-        return vals.mean(), mask
+# %% ../nbs/05_methods.ipynb #af1702c0
+@patch(as_prop=True)
+def name(self:SSLMethod): return 'ssl_method' # the attribute of the learner: `learn.ssl_method`
 
-    def loss(self, pred:Tensor, # logits of a whole training batch
-             y:Tensor, # targets of its labelled images
-             x:Tensor|None=None, # the batch's input (for methods whose H needs it)
-             idx:Tensor|None=None, # training-set indices of the unlabelled images (for `update`)
-             update:bool=False, # a training step: move the state with the unlabelled images, after H
-            )->Tensor:
-        "The risk of a training batch; `last` keeps its components."
-        n = len(self.views)
-        lb, ulb = split_views(pred, len(y), n)
-        xl, xu = split_views(x, len(y), n) if x is not None else (None, None)
-        sup = sup_loss(lb[0], y, lb[1] if self.modified and n > 1 else None)
-        lam = self.lam
-        grad = torch.is_grad_enabled()
-        with torch.set_grad_enabled(grad and lam != 0): h_ulb, mask = self._h(ulb, xu)
-        with torch.set_grad_enabled(grad and lam != 0 and self.debiased): h_lb, mask_lb = self._h(lb, xl)
-        total = dessl_risk(sup, h_ulb, h_lb, lam, debiased=self.debiased) if lam != 0 else sup
-        if update:  # both H above read the state as it was before this step
-            with torch.no_grad(): self.update(tuple(u.detach() for u in ulb), xu, idx)
-        self.last = torch.stack([t.detach().float() for t in (sup, h_ulb, h_lb, total, mask, mask_lb)])
-        return total
+@patch(as_prop=True)
+def method(self:SSLMethod)->str|None:
+    "The name this method is registered under, debiased or not."
+    return self._names[1] if self.debiased else self._names[0]
 
-    def lf(self, pred, *yb):
-        "The loss the learner uses while training: `loss` with the learner's input, moving the state once."
-        return self.loss(pred, *yb, x=self.learn.xb[0], idx=getattr(self.learn.dl, 'ulb_batch_idx', None), update=True)
+@patch
+def config(self:SSLMethod)->dict:
+    "The method's name, whether it is debiased, and the current value of each hyper-parameter (saved in checkpoints)."
+    return {'method': self.method, 'debiased': self.debiased,
+            **{k: getattr(self, k) for k in self.hyperparams() if hasattr(self, k)}}
 
-    def before_fit(self):
-        "Route the optimiser's `set_hyper` of `hypers` to this method, so that schedules write here."
-        self.after_train()  # a fit stopped by an exception during training leaves the swapped loss behind
-        dls = getattr(self.learn, 'dls', None)
-        if not self.state_names and getattr(dls, 'c', None) is not None:  # a resumed state is kept
-            train = getattr(dls, 'train', None)
-            self.init_state(dls.c, getattr(dls, 'ulb_idx', None), len(train.dataset) if hasattr(train, 'dataset') else None)
-        opt = getattr(self.learn, 'opt', None)
-        if hasattr(opt, 'own_hypers'): opt.own_hypers(self, self.hypers); return
-        scheduled = {k for cb in self.learn.cbs for k in getattr(cb, 'scheds', {}) if k in self.hypers}
-        if scheduled:
-            raise ValueError(f"a schedule of {', '.join(sorted(scheduled))} needs an optimiser that routes the method's "
-                             "hyper-parameters to it (ssl_learner's `sgd_nesterov`, an `SSLOptimWrapper`)")
-    def before_train(self):
-        if self.learn.loss_func != self.lf: self.old_lf = self.learn.loss_func
-        self.learn.loss_func = self.lf
-    def after_train(self):
-        if getattr(self, 'old_lf', None) is not None: self.learn.loss_func, self.old_lf = self.old_lf, None
-    def after_cancel_train(self): self.after_train()
-    def after_cancel_fit(self): self.after_train()
+@patch
+def record(self:SSLMethod)->dict:
+    "`config` under the command line's names (`FLAG_NAMES`): what a run's `config.json` records of its method."
+    return {FLAG_NAMES.get(k, k): v for k, v in self.config().items()}
 
-    def __repr__(self):
-        return f"{type(self).__name__}(" + ', '.join(f"{k}={v!r}" for k, v in self.config().items() if k != 'method') + ')' 
+@patch
+def __repr__(self:SSLMethod):
+    return f"{type(self).__name__}(" + ', '.join(f"{k}={v!r}" for k, v in self.config().items() if k != 'method') + ')'
+
+# %% ../nbs/05_methods.ipynb #f6bebdb5
+# the state protocol: tensors `h` reads, moved only by `update`, once per training step, after H
+@patch
+def init_state(self:SSLMethod, num_classes:int, # classes of the task
+               ulb_idx:Tensor|None=None, # training-set indices of the unlabelled images
+               n_data:int|None=None, # size of the training set these indices point into
+              ):
+    "Create the method's state for a task; a method with state overrides it and calls `register_state`."
+
+@patch
+def register_state(self:SSLMethod, name:str, # attribute the state is read from, e.g. 'p_model'
+                   t:Tensor, # its initial value
+                  ):
+    "Hold `t` as state `name`: saved in checkpoints, restored on resume, read by `h`, moved only by `update`."
+    names = self.__dict__.setdefault('_state_names', [])
+    if name not in names: names.append(name)
+    setattr(self, name, t)
+
+@patch(as_prop=True)
+def state_names(self:SSLMethod)->list: return list(self.__dict__.get('_state_names', []))
+
+@patch
+def state_dict(self:SSLMethod)->dict:
+    "`{name: tensor}`: the state, detached copies on the CPU (empty for a method without state)."
+    return {k: getattr(self, k).detach().cpu().clone() for k in self.state_names}
+
+@patch
+def load_state_dict(self:SSLMethod, sd:dict):
+    "Set the state from `sd` (from `state_dict`); a one-line `ValueError` if it is not this method's."
+    own = self.state_dict()
+    if not isinstance(sd, dict) or not all(isinstance(v, Tensor) for v in sd.values()):
+        raise ValueError(f"the state of {type(self).__name__} must be a dict of tensors, got {type(sd).__name__}")
+    if own and set(sd) != set(own):
+        raise ValueError(f"the state {sorted(sd)} is not {type(self).__name__}'s {sorted(own)}")
+    for k, v in sd.items():
+        if k in own and (v.shape != own[k].shape or v.dtype != own[k].dtype):
+            raise ValueError(f"state {k!r} of {type(self).__name__}: got {v.dtype} {tuple(v.shape)}, "
+                             f"expected {own[k].dtype} {tuple(own[k].shape)} (another task?)")
+    for k, v in sd.items(): self.register_state(k, v.clone())
+
+@patch
+def state_to(self:SSLMethod, device):
+    "Move the state to `device` (where the logits are); the base calls it before every `h` and `update`."
+    for k in self.state_names:
+        t = getattr(self, k)
+        if t.device != torch.device(device): setattr(self, k, t.to(device))
+
+@patch
+def update(self:SSLMethod, logits:tuple, # the unlabelled images' logits under each view, detached, of every process
+           xs:tuple|None, # their inputs under each view, of every process, if `update_reads_inputs`; else None
+           idx:Tensor|None, # their training-set indices (`SSLTrainDL.ulb_batch_idx`) of every process, where the loader knows them
+          ):
+    "Move the state with a training step's unlabelled images, after H; a method with state overrides it."
+
+# %% ../nbs/05_methods.ipynb #8050cfaf
+@patch
+def per_image_l(self:SSLMethod, logits:tuple, # the labelled images' logits under each view
+                y:Tensor, # their labels
+               )->Tensor: # (n_l,)
+    "L of each labelled image: the first view's cross-entropy, or eq. 52's average with the second when `modified`."
+    return sup_loss(logits[0], y, logits[1] if self.modified and len(logits) > 1 else None, reduction='none')
+
+@patch
+def per_image_h(self:SSLMethod, logits:tuple, # the images' logits under each view
+                xs:tuple|None=None, # their inputs under each view (for an `h` that needs them)
+               )->tuple: # (H of each image (n,), the share of the images it acts on)
+    "`h` of the images, checked to give one value per image, the state moved to the logits' device first."
+    n = len(logits[0])
+    if not self.state_names: self.init_state(logits[0].shape[1])  # outside a learner: the state of a fresh start
+    self.state_to(logits[0].device)
+    out = self.h(logits, xs)
+    vals, mask = out if isinstance(out, tuple) else (out, None)
+    if not isinstance(vals, Tensor) or tuple(vals.shape) != (n,):
+        got = tuple(vals.shape) if isinstance(vals, Tensor) else type(vals).__name__
+        raise ValueError(f"{type(self).__name__}.h must return one value per image, shape ({n},), got {got}")
+    return vals, torch.ones((), device=vals.device) if mask is None else mask
+
+@patch
+def ask_h_lb(self:SSLMethod):
+    "Have the next `loss` compute H on the labelled images too (into `terms`), for a callback, even when not debiased."
+    self._h_lb_asked = True
+
+@patch
+def risk(self:SSLMethod, t:StepTerms, # the step's per-image terms, with their gradients
+        )->Tensor:
+    "The risk of the step from its per-image terms: eq. 5 when debiased, eq. 2 otherwise, $L$ alone at λ = 0."
+    sup, lam = t.l_lb.mean(), self.lam
+    if lam == 0: return sup
+    return dessl_risk(sup, t.h_ulb.mean(), None if t.h_lb is None else t.h_lb.mean(), lam, debiased=self.debiased)
+
+# %% ../nbs/05_methods.ipynb #9b72fe87
+@patch
+def loss(self:SSLMethod, pred:Tensor, # logits of a whole training batch
+         y:Tensor, # targets of its labelled images
+         x:Tensor|None=None, # the batch's input (for methods whose H needs it)
+         idx:Tensor|None=None, # training-set indices of the unlabelled images (for `update`)
+         update:bool=False, # a training step: move the state with the unlabelled images, after H
+        )->Tensor:
+    "The risk of a training batch; `terms` keeps its per-image terms and `last` its components, detached."
+    n, grad, lam = len(self.views), torch.is_grad_enabled(), self.lam
+    lb, ulb = split_views(pred, len(y), n)
+    xl, xu = split_views(x, len(y), n) if x is not None else (None, None)
+    l_lb = self.per_image_l(lb, y)
+    with torch.set_grad_enabled(grad and lam != 0): h_ulb, mask = self.per_image_h(ulb, xu)
+    h_lb = mask_lb = None
+    if self.debiased or self._h_lb_asked:
+        with torch.set_grad_enabled(grad and lam != 0 and self.debiased): h_lb, mask_lb = self.per_image_h(lb, xl)
+    self._h_lb_asked = False
+    terms = StepTerms(l_lb, h_ulb, h_lb, mask, mask_lb)
+    total = self.risk(terms)
+    if update and type(self).update is not SSLMethod.update:  # both H above read the state as it was before this step
+        with torch.no_grad():
+            xs = tuple(gather_processes(v.detach()) for v in xu) if self.update_reads_inputs and xu is not None else None
+            idx = gather_processes(torch.as_tensor(idx, device=pred.device)) if idx is not None else None
+            self.state_to(pred.device)
+            self.update(tuple(gather_processes(u.detach()) for u in ulb), xs, idx)
+    self.terms = terms.detach()
+    nan = torch.full((), float('nan'), device=pred.device)
+    t = self.terms
+    self.last = torch.stack([v.float() for v in (t.l_lb.mean(), t.h_ulb.mean(), nan if t.h_lb is None else t.h_lb.mean(),
+                                                 total.detach(), t.mask, nan if t.mask_lb is None else t.mask_lb)])
+    return total
+
+# %% ../nbs/05_methods.ipynb #598b5a54
+@patch
+def lf(self:SSLMethod, pred, *yb):
+    "The loss the learner uses while training: `loss` with the learner's input, moving the state once."
+    return self.loss(pred, *yb, x=self.learn.xb[0], idx=getattr(self.learn.dl, 'ulb_batch_idx', None), update=True)
+
+@patch
+def before_fit(self:SSLMethod):
+    "Create the state for the learner's data unless resumed; route the optimiser's `set_hyper` of `hypers` here."
+    self.after_train()  # a fit stopped by an exception during training leaves the swapped loss behind
+    dls = getattr(self.learn, 'dls', None)
+    if not self.state_names and getattr(dls, 'c', None) is not None:  # a resumed state is kept
+        train = getattr(dls, 'train', None)
+        self.init_state(dls.c, getattr(dls, 'ulb_idx', None), len(train.dataset) if hasattr(train, 'dataset') else None)
+    opt = getattr(self.learn, 'opt', None)
+    if hasattr(opt, 'own_hypers'): opt.own_hypers(self, self.hypers); return
+    scheduled = {k for cb in self.learn.cbs for k in getattr(cb, 'scheds', {}) if k in self.hypers}
+    if scheduled:
+        raise ValueError(f"a schedule of {', '.join(sorted(scheduled))} needs an optimiser that routes the method's "
+                         "hyper-parameters to it (ssl_learner's `sgd_nesterov`, an `SSLOptimWrapper`)")
+
+@patch
+def before_train(self:SSLMethod):
+    if self.learn.loss_func != self.lf: self.old_lf = self.learn.loss_func
+    self.learn.loss_func = self.lf
+
+@patch
+def after_train(self:SSLMethod):
+    if getattr(self, 'old_lf', None) is not None: self.learn.loss_func, self.old_lf = self.old_lf, None
+
+@patch
+def after_cancel_train(self:SSLMethod): self.after_train()
+@patch
+def after_cancel_fit(self:SSLMethod): self.after_train()
 
 # %% ../nbs/05_methods.ipynb #a5d1275a
 SSL_METHODS = {} # name: (method class, keyword arguments it is built with)
@@ -314,6 +401,7 @@ def load_method_plugins()->list:
         names.append(ep.name)
     return names
 
+# %% ../nbs/05_methods.ipynb #4d26c770
 #: The package's modules of methods beyond this one's, which register them when imported.
 PACKAGE_METHOD_MODULES = ('defixmatch.consistency', 'defixmatch.adaptive')
 
