@@ -219,6 +219,7 @@ def evaluate_checkpoint(load_path, # checkpoint: the reference's format, this pa
                         data=None, # an `SSLData` already loaded (its test set is used; `dataset` only names it)
                         img_size:int|None=None, # side of the test images (default: the run's, else 32)
                         hflip:bool|None=None, # `load_dataset`'s `hflip` (default: the run's, else the dataset's rule)
+                        max_pixels:int|None=None, # image folders: the largest image decoded (`load_dataset`'s `max_pixels`)
                        ) -> dict:
     "Evaluate `load_path` on the test set: metrics dict plus `logits`, `targets`, `classes` and the settings used."
     load_path = checkpoint_in(load_path)
@@ -241,7 +242,8 @@ def evaluate_checkpoint(load_path, # checkpoint: the reference's format, this pa
                                                                    img_size=s['img_size']))
     load_checkpoint(load_path, model, use_train_model=use_train_model)
     if data is None:
-        data = load_dataset(s['dataset'], data_dir=s['data_dir'], download=True, hflip=s['hflip'], size=s['img_size'])
+        data = load_dataset(s['dataset'], data_dir=s['data_dir'], download=True, hflip=s['hflip'], size=s['img_size'],
+                            max_pixels=max_pixels)
         warn_about_classes(data)
         if len(data.classes) != C: raise ValueError(f"{s['dataset']} has {len(data.classes)} classes, not the {C} its files announced")
     elif tuple(data.test_x.shape[-2:]) != (s['img_size'],) * 2:

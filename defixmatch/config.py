@@ -128,6 +128,8 @@ line override it.""")
                    "an image folder with train/ and test/, or a MedMNIST-format .npz file (default cifar10)")
     g.add_argument('--img_size', type=int, default=32, help='side of the images of digits, MedMNIST, .npz files and image folders; '
                    'CIFAR and SVHN: 32 only (default 32)')
+    g.add_argument('--max_image_pixels', type=int, default=None, metavar='N', help="image folders: the largest image decoded, "
+                   "in pixels (default PIL's decompression-bomb limit, 89478485); a larger image is refused")
     g.add_argument('--hflip', type=str.lower, default='auto', choices=tuple(HFLIP), help="whether horizontal flips keep the label "
                    "(augmentations): auto, the dataset's rule (default), true or false")
     g.add_argument('--balanced_labels', type=str2bool, default=True, help='labelled set balanced over classes (default True); False: '
@@ -259,6 +261,8 @@ def _check_images(args):
     "`--img_size`: positive, 32 for the fixed-size datasets (CIFAR, SVHN), large enough for the LeNet."
     from defixmatch.data import FIXED_SIZE_DATASETS
     if not 1 <= args.img_size <= MAX_IMG_SIZE: raise CLIError(f"--img_size must be in [1, {MAX_IMG_SIZE}], got {args.img_size}")
+    if args.max_image_pixels is not None and args.max_image_pixels < 1:
+        raise CLIError(f"--max_image_pixels must be >= 1, got {args.max_image_pixels}")
     if args.dataset in FIXED_SIZE_DATASETS and args.img_size != 32:
         raise CLIError(f"--img_size {args.img_size}: {args.dataset} images are 32 x 32 (--img_size applies to digits, "
                        "MedMNIST, .npz files and image folders)")

@@ -43,6 +43,8 @@ def get_parser() -> argparse.ArgumentParser:
       'or a MedMNIST-format .npz file (default cifar10)')
     a('--img_size', type=int, default=None, help="side of the test images (default: the run's, else 32; CIFAR and SVHN: 32 only)")
     a('--num_classes', type=int, default=None, help="number of classes (default: the dataset's)")
+    a('--max_image_pixels', type=int, default=None, metavar='N', help="image folders: the largest image decoded, in pixels "
+      "(default PIL's decompression-bomb limit, 89478485)")
     a('--num_workers', type=int, default=0, help='accepted for compatibility; the test set is read in memory')
     a('--json', type=str, default=None, metavar='PATH', help='also write the metrics as JSON to PATH (- for stdout)')
     a('--plot', type=str, default=None, metavar='DIR', help='write reliability.png and per_class.png to DIR')
@@ -95,7 +97,8 @@ def main(argv:list|None=None):
         dev = 'cpu' if args.cpu or not torch.cuda.is_available() else 'cuda'
         out = evaluate_checkpoint(args.load_path, args.dataset, args.num_classes, args.data_dir, args.net,
                                   args.depth, args.widen_factor, args.leaky_slope, args.dropout,
-                                  args.use_train_model, args.batch_size, dev, img_size=args.img_size)
+                                  args.use_train_model, args.batch_size, dev, img_size=args.img_size,
+                                  max_pixels=args.max_image_pixels)
         m, s = out['metrics'], out['settings']
         print(format_report(m, out['classes'], report_header(s)))
         if args.json:

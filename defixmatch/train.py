@@ -21,7 +21,8 @@ def build_data(args, # from `resolve_args`
                rank:int=0, world_size:int=1, device=None):
     "`(data, dls)`: the dataset and the loaders of one process, as `train` builds them."
     from defixmatch.data import load_dataset, ssl_dataloaders
-    data = load_dataset(args.dataset, data_dir=args.data_dir, download=True, hflip=args.hflip, size=args.img_size)
+    data = load_dataset(args.dataset, data_dir=args.data_dir, download=True, hflip=args.hflip, size=args.img_size,
+                        max_pixels=getattr(args, 'max_image_pixels', None))
     if len(data.classes) != args.num_classes:  # the registry said otherwise (a folder changed since the flags were read)
         raise ValueError(f"--num_classes {args.num_classes} does not match the {len(data.classes)} classes of {args.dataset}")
     dls = ssl_dataloaders(data, args.num_labels, batch_size=args.batch_size, uratio=args.uratio,
