@@ -22,7 +22,6 @@ from fastcore.foundation import L
 from fastai.callback.core import Callback, CancelFitException, CancelTrainException
 from fastai.callback.progress import CSVLogger
 from fastai.callback.tracker import TerminateOnNaNCallback
-from fastai.learner import Learner
 from fastai.metrics import AccumMetric
 
 from .metrics import accuracy, expected_calibration_error, worst_class_accuracy
@@ -36,21 +35,17 @@ class SchedCosFixMatch:
     def __repr__(self): return f"SchedCosFixMatch(lr={self.lr}, cycles={self.cycles})"
 
 # %% ../nbs/07_callbacks.ipynb #ede66595
-def _get_iteration(self:Learner)->int: return int(getattr(self, 'train_iter', 0))
-def _set_iteration(self:Learner, v:int): self.train_iter = int(v)
-Learner.iteration = property(_get_iteration, _set_iteration, doc="The global training iteration: fastai's `train_iter`.")
-
 class SSLIterations(Callback):
-    "Train `num_train_iter` iterations from `start_iter` as epochs of `num_eval_iter` iterations."
-    order = -6 # after fastai's TrainEvalCallback (-10), which counts `train_iter`
-    def __init__(self, num_train_iter:int, num_eval_iter:int, start_iter:int=0):
+    "Train from `learn.iteration` up to iteration `num_train_iter`, as epochs of `num_eval_iter` iterations."
+    order = -6 # after fastai's TrainEvalCallback (-10)
+    def __init__(self, num_train_iter:int, num_eval_iter:int):
         if num_train_iter < 1 or num_eval_iter < 1:
             raise ValueError(f"num_train_iter and num_eval_iter must be >= 1, got {num_train_iter}, {num_eval_iter}")
         store_attr()
 
     def before_fit(self):
-        self.learn.train_iter, self.learn.num_train_iter = self.start_iter, self.num_train_iter
-        self.epoch_offset = self.start_iter // self.num_eval_iter
+        self.learn.iteration = start = int(getattr(self.learn, 'iteration', 0))  # the run's counter (`SSLLearner`)
+        self.learn.num_train_iter, self.epoch_offset = self.num_train_iter, start // self.num_eval_iter
 
     def before_epoch(self):
         self.learn.ssl_epoch = self.epoch + self.epoch_offset
@@ -59,10 +54,12 @@ class SSLIterations(Callback):
     def before_train(self): self.cut = False
     def before_batch(self):
         if not self.training: return
-        if self.learn.train_iter >= self.num_train_iter or self.iter >= self.num_eval_iter:
+        if self.learn.iteration >= self.num_train_iter or self.iter >= self.num_eval_iter:
             self.cut = True
             raise CancelTrainException()
-        self.learn.pct_train = self.learn.train_iter / self.num_train_iter
+        self.learn.pct_train = self.learn.iteration / self.num_train_iter
+    def after_batch(self):
+        if self.training: self.learn.iteration += 1
 
     def after_train(self):
         # a planned end of epoch is not a cancelled one: the Recorder still logs the training loss

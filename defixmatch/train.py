@@ -88,9 +88,8 @@ def learner_report(learn, # a trained SSL learner; its EMA model is evaluated
                   ) -> dict:
     "The report of the EMA model the learner holds and of the best checkpoint's, on the run's test set (`ssl_test_metrics`)."
     from defixmatch.learner import ssl_test_metrics
-    folder, it = Path(folder), learn.iteration  # fastai's `get_preds` runs `before_fit`, which sets the iteration counter to 0
+    folder, it = Path(folder), learn.iteration
     res = ssl_test_metrics(learn, best=folder/'model_best.pth' if (folder/'model_best.pth').is_file() else False)
-    learn.iteration = it
     test_y = getattr(learn.dls, 'test_y', None)
     settings = dict(net, load_path=str(folder/'latest_model.pth'), weights='eval_model', iteration=it, num_classes=len(data.classes),
                     n_test=len(test_y if test_y is not None else data.test_y), selection=res['selection'])
