@@ -29,15 +29,12 @@ class AdaptiveThreshold(SSLMethod):
         super().__init__(**kwargs)
     def max_lambda(self): return 0.5 if self.modified else 1.  # a cross-entropy H weighted by w <= 1 (see FixMatch)
 
-    def pseudo_logits(self, logits_w:Tensor)->Tensor:
-        "Logits whose softmax is q, the weak view's prediction the pseudo-label and the weight read (no gradient)."
-        return logits_w.detach().float()
     def weight(self, q:Tensor)->Tensor:
-        "w_s(q) in [0, 1] for each row of q, from the state."
+        "w_s(q) in [0, 1] for each row of q, the weak view's prediction, from the state."
         raise NotImplementedError
     def h(self, logits, xs):
         with torch.no_grad():
-            z = self.pseudo_logits(logits[0])
+            z = logits[0].detach().float()  # the weak view's logits: the pseudo-label's and the weight's q
             w = self.weight(z.softmax(-1))
         ce = fixmatch_h(z, logits[1], 0., self.T, self.hard_label, reduction='none')[0]
         return w.to(ce.dtype) * ce, w.mean()
@@ -119,10 +116,10 @@ class FreeMatch(AdaptiveThreshold):
 # %% ../nbs/05b_adaptive.ipynb #08f74617
 @register_method('softmatch', debiased='desoftmatch')
 class SoftMatch(AdaptiveThreshold):
-    "SoftMatch's H (Chen et al., 2023): the CE weighted by a truncated Gaussian of the (aligned) confidence, from EMAs of its mean and variance."
+    "SoftMatch's H (Chen et al., 2023): the CE against the raw weak prediction's pseudo-label, weighted by a truncated Gaussian of the aligned confidence."
     def __init__(self, ema_p:float=0.999, # momentum m of the EMAs of the confidence's mean and variance and of the mean prediction
                  n_sigma:float=2., # the Gaussian's standard deviation is σ_t / n_sigma
-                 dist_align:bool=True, # uniform alignment: divide the prediction by the EMA of the unlabelled images' mean prediction
+                 dist_align:bool=True, # uniform alignment of the confidence the weight reads (not of the pseudo-label)
                  **kwargs, # T, hard_label, and the base's: lambda_u, debiased, modified, lambda_rampup
                 ):
         self.ema_p, self.n_sigma, self.dist_align = ema_p, n_sigma, dist_align
@@ -130,20 +127,21 @@ class SoftMatch(AdaptiveThreshold):
     def init_state(self, num_classes, ulb_idx=None, n_data=None):
         self.register_state('mu_t', torch.tensor(1 / num_classes))
         self.register_state('var_t', torch.tensor(1.))
-        self.register_state('p_model', torch.full((int(num_classes),), 1 / num_classes))  # the unlabelled images' mean prediction
-    def align(self, q:Tensor)->Tensor:
-        "q divided by the EMA of the mean prediction and renormalised (uniform alignment); q itself without `dist_align`."
+        self.register_state('p_model', torch.zeros(int(num_classes)))  # the unlabelled images' mean prediction; zeros: none yet
+    def align(self, q:Tensor, p_model:Tensor|None=None)->Tensor:
+        "Uniform alignment of q: q/p̂ renormalised, p̂ the state's `p_model` (or `p_model`); q itself while p̂ is empty or without `dist_align`."
+        p = self.p_model if p_model is None else p_model
         if not self.dist_align: return q
-        q = q / self.p_model
-        return q / q.sum(-1, keepdim=True)
-    def pseudo_logits(self, logits_w):
-        return self.align(logits_w.detach().float().softmax(-1)).clamp_min(1e-30).log()
+        a = q / p.clamp_min(1e-12)
+        return torch.where(p.sum() > 0, a / a.sum(-1, keepdim=True), q)  # no read of the device: empty p̂ leaves q as it is
     def weight(self, q):
-        d = (q.max(-1).values - self.mu_t).clamp(max=0)
+        d = (self.align(q).max(-1).values - self.mu_t).clamp(max=0)
         return torch.exp(-d ** 2 / (2 * self.var_t / self.n_sigma ** 2))
     def update(self, logits, xs, idx):
         q, m = logits[0].float().softmax(-1), self.ema_p
-        conf = self.align(q).max(-1).values
+        if self.dist_align:  # p̂ first: the first batch's mean, then its moving average
+            mean = q.mean(0)
+            self.p_model = torch.where(self.p_model.sum() > 0, m * self.p_model + (1 - m) * mean, mean)
+        conf = self.align(q).max(-1).values  # aligned with the p̂ just updated
         self.mu_t = m * self.mu_t + (1 - m) * conf.mean()
         if len(conf) > 1: self.var_t = m * self.var_t + (1 - m) * conf.var()
-        self.p_model = m * self.p_model + (1 - m) * q.mean(0)
