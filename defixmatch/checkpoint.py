@@ -145,7 +145,7 @@ def ssl_state(learn:Learner, # a learner made by `ssl_learner` (in or after `fit
 # %% ../nbs/08_checkpoint.ipynb #2864ff1e
 class SSLCheckpoint(TrackerCallback):
     "Atomically save `latest_model.pth` after every evaluation and `model_best.pth` when `monitor` improves."
-    order = 70  # after the Recorder (50) and the loggers (60)
+    order = 58  # after the Recorder (50) and TensorBoard (51); before fastai's trackers (60), so an early stop still checkpoints
     def __init__(self, path, # folder of the checkpoints
                  monitor:str='top1_acc', # recorder column that chooses the best model
                  comp=None, # comparison (np.greater, np.less); None: lower is better for losses and errors

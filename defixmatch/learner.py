@@ -6,7 +6,7 @@ Docs: https://defixmatch.github.io/defixmatch/learner.html.md"""
 
 # %% auto #0
 __all__ = ['ParamGroup', 'ssl_splitter', 'SSLOptimWrapper', 'sgd_nesterov', 'SSLMixedPrecision', 'SSLLearner', 'ssl_learner',
-           'learner_config', 'kept_run_state', 'ssl_test_metrics']
+           'learner_config', 'kept_run_state', 'WeakView', 'ssl_test_metrics']
 
 # %% ../nbs/09_learner.ipynb #631bed32
 import math, warnings
@@ -26,12 +26,16 @@ import fastai.callback.hook, fastai.callback.schedule  # fastai's Learner.summar
 from fastai.learner import Learner
 from fastai.losses import CrossEntropyLossFlat
 from fastai.optimizer import OptimWrapper, set_item_pg
+from fastai.data.transforms import Transform, Pipeline
+from fastai.torch_core import TensorImage
+from fastcore.xtras import join_path_file
 from fastai.torch_core import default_device
 
 from .methods import SSLMethod, make_method
 from .methods import load_package_methods
 load_package_methods()  # the learner takes every method of the package by name
 from .models import unwrap_model, model_splitter, no_weight_decay_names
+from .augment import FlipCrop
 from .callbacks import (SchedCosFixMatch, SSLIterations, EMACallback, ssl_metrics, SSLLogger, SSLCSVLogger,
                                   SSLTensorBoard, has_tensorboard, StopOnNonFinite)
 from .checkpoint import SSLCheckpoint, load_ssl_checkpoint, read_checkpoint, trim_log
@@ -286,6 +290,69 @@ def summary(self:SSLLearner):
     try: return Learner.summary(self)
     finally: ema.swap = swap
 
+
+# %% ../nbs/09_learner.ipynb #5ccb25c4
+@patch
+def save(self:SSLLearner, file, # name in `path/model_dir` (`.pth` added), as fastai's `save`
+         with_opt:bool=True, # also save the optimiser's state
+         pickle_protocol:int=2):
+    "Save the EMA weights (`eval_model`, what evaluations run), the training weights and the optimiser: the run's checkpoint format."
+    file = join_path_file(file, self.path/self.model_dir, ext='.pth')
+    ema, model = getattr(self, 'ema', None), unwrap_model(self.model)
+    st = {'train_model': model.state_dict(), 'it': self.iteration,
+          'eval_model': (ema.module if ema is not None and ema.module is not None else model).state_dict()}
+    if ema is not None and ema.averaged is not None: st['ema_n_averaged'] = int(ema.averaged.n_averaged)
+    if with_opt and self.opt is not None: st['optimizer'] = self.opt.state_dict()
+    if is_main_process(): atomic_write(file, lambda f: torch.save(st, f, pickle_protocol=pickle_protocol))
+    return file
+
+@patch
+def load(self:SSLLearner, file, # name in `path/model_dir` (`.pth` added), as fastai's `load`
+         device=None, with_opt:bool=True, strict:bool=True, **kwargs):
+    "Load what `save` wrote: the training weights, the EMA weights and (with `with_opt`) the optimiser; a fastai file as fastai does."
+    from fastai.learner import load_model
+    file = join_path_file(file, self.path/self.model_dir, ext='.pth')
+    ck = read_checkpoint(file)
+    if 'train_model' not in ck:
+        if self.opt is None: self.create_opt()
+        load_model(file, self.model, self.opt, with_opt=with_opt, device=device, strict=strict, **kwargs); return self
+    model = unwrap_model(self.model)
+    model.load_state_dict(ck['train_model'], strict=strict)
+    ema = getattr(self, 'ema', None)
+    if ema is not None and 'ema_n_averaged' in ck:
+        ema.create(model); ema.module.load_state_dict(ck['eval_model'], strict=strict)
+        ema.averaged.n_averaged.fill_(ck['ema_n_averaged'])
+    if with_opt and ck.get('optimizer') is not None:
+        if self.opt is None: self.create_opt()
+        self.opt.load_state_dict(ck['optimizer'])
+    return self
+
+# %% ../nbs/09_learner.ipynb #151476dd
+class WeakView(Transform):
+    "The training's weak view (flip if `hflip`, shift by up to `pad` pixels) of the uint8 images of a batch, before normalisation."
+    order = 0  # before `IntToFloat` and `Normalize`
+    def __init__(self, hflip:bool, pad:int=4): super().__init__(); self.flipcrop = FlipCrop(hflip, pad)
+    def encodes(self, x:TensorImage): return self.flipcrop.apply(x, self.flipcrop.sample(x.shape[0], *x.shape[-2:]))
+
+@patch
+def tta(self:SSLLearner, ds_idx:int=1, dl=None, # the loader, as `get_preds`
+        n:int=4, # augmented passes
+        beta:float|None=0.25, # weight of the plain predictions; None: return the augmented and the plain ones
+        use_max:bool=False, # the maximum over the passes instead of their mean
+       ):
+    "fastai's `tta` with the training's weak view: `n` passes of the EMA model over weakly augmented images, averaged"
+    if dl is None: dl = self.dls[ds_idx]
+    data = getattr(self.dls, 'data', None)
+    if data is None or getattr(data, 'hflip', None) is None:
+        warnings.warn("tta: these loaders do not know the dataset's weak augmentation (flips allowed or not): "
+                      "returning get_preds, without augmentation")
+        return self.get_preds(dl=dl)
+    aug_dl = dl.new(after_batch=Pipeline([WeakView(data.hflip), *dl.after_batch.fs]))
+    aug = torch.stack([self.get_preds(dl=aug_dl)[0] for _ in range(n)])
+    aug = aug.max(0)[0] if use_max else aug.mean(0)
+    preds, targs = self.get_preds(dl=dl)
+    if use_max: return torch.stack([preds, aug], 0).max(0)[0], targs
+    return ((aug, preds) if beta is None else torch.lerp(aug, preds, beta)), targs
 
 # %% ../nbs/09_learner.ipynb #7ad64362
 def ssl_test_metrics(learn:Learner, # a learner made by `ssl_learner`, after `fit_ssl`
