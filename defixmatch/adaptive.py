@@ -12,7 +12,7 @@ import math
 import torch
 from torch import Tensor
 
-from .losses import fixmatch_h, sup_loss
+from .losses import fixmatch_h, sup_loss, lambda_bound
 from .methods import SSLMethod, register_method
 
 # %% ../nbs/05b_adaptive.ipynb #ca654bd9
@@ -27,7 +27,9 @@ class AdaptiveThreshold(SSLMethod):
                 ):
         self.T, self.hard_label = T, hard_label
         super().__init__(**kwargs)
-    def max_lambda(self): return 0.5 if self.modified else 1.  # a cross-entropy H weighted by w <= 1 (see FixMatch)
+    def lambda_bound(self):  # FixMatch's, with the weight w <= 1 in place of the mask (01_losses)
+        return lambda_bound(None, 0.5 if self.modified else 0., 1., "a confident labelled image's weighted strong-view "
+                            "cross-entropy weighs " + ("½ − λw" if self.modified else "−λw (the plain L has no strong view)"))
 
     def weight(self, q:Tensor)->Tensor:
         "w_s(q) in [0, 1] for each row of q, the weak view's prediction, from the state."

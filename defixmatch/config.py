@@ -445,8 +445,7 @@ def _resolve_method(args, from_file:set):
     bound = m.max_lambda()
     if debiased and bound is not None and args.ulb_loss_ratio > bound:
         warnings.warn(f"--ulb_loss_ratio {args.ulb_loss_ratio} > {bound} for {name}: the debiased risk is unbounded below "
-                      "(the strong-view cross-entropy of confident labelled examples gets a negative weight; see the losses "
-                      "notebook); the paper uses 0.5 with the modified loss")
+                      f"({m.lambda_bound().why}; see the losses notebook)")
     if args.adaptive_lambda and not debiased: raise CLIError(f"--adaptive_lambda needs a debiased method, got {name}")
 
 # %% ../nbs/10a_config.ipynb #e67dcf80

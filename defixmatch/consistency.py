@@ -12,7 +12,7 @@ import math
 import torch
 from torch import nn, Tensor
 
-from .losses import pi_model_h, mean_teacher_h, vat_h, entropy_h, frozen_stats_forward
+from .losses import pi_model_h, mean_teacher_h, vat_h, entropy_h, frozen_stats_forward, lambda_bound
 from .methods import SSLMethod, register_method, check_hyper, split_views, SchedSigmoidRampup
 from .models import unwrap_model
 
@@ -22,6 +22,7 @@ class PiModel(SSLMethod):
     "Π-model's H: squared distance between the predictions of two weak views, the second held fixed (eq. 16)."
     views = ('weak', 'weak')
     lambda_default, rampup_default = 20., 0.4  # Oliver et al.'s maximum consistency weight and ramp
+    def lambda_bound(self): return lambda_bound('2/C')  # squared probabilities: bounded for every λ (01_losses)
     def h(self, logits, xs): return pi_model_h(logits[0], logits[1], reduction='none')
 
 # %% ../nbs/05a_consistency.ipynb #6d4d79cb
@@ -30,6 +31,7 @@ class MeanTeacher(SSLMethod):
     "Mean Teacher's H: squared distance between the student's prediction and the EMA teacher's on a second weak view."
     views = ('weak', 'weak')
     lambda_default, rampup_default = 8., 0.4  # Oliver et al.'s maximum consistency weight and ramp
+    def lambda_bound(self): return lambda_bound('2/C')  # squared probabilities: bounded for every λ (01_losses)
 
     @property
     def teacher(self)->nn.Module:
@@ -48,6 +50,8 @@ class MeanTeacher(SSLMethod):
 class VAT(SSLMethod):
     "VAT's H: KL between the prediction at x and at x + r_adv, r_adv by power iteration (Miyato et al., 2018)."
     lambda_default, rampup_default = 0.3, 0.4  # Oliver et al.'s maximum consistency weight and ramp
+    def lambda_bound(self):  # the KL at x + r_adv: unbounded above, in no L (01_losses)
+        return lambda_bound(None, 0., 1., 'the KL at the perturbed input x + r_adv, which no L contains, weighs −λ')
     def __init__(self, xi:float=1e-6, # finite-difference step ξ of the power iteration
                  eps:float=6.0, # norm ε of the adversarial perturbation (Oliver et al.: 6 on CIFAR-10, 1 on SVHN)
                  n_power:int=1, # power iterations
@@ -84,6 +88,7 @@ class VATEntMin(VAT):
         self.lambda_vat = lambda_vat
         super().__init__(**kwargs)
 
+    def lambda_bound(self): return lambda_bound('log C')  # the debiased H is the entropy (VAT's term is never subtracted)
     def h(self, logits, xs): return entropy_h(logits[0], reduction='none')[0]
 
     def loss(self, pred:Tensor, y:Tensor, x:Tensor|None=None, **kwargs)->Tensor:

@@ -92,7 +92,7 @@ class AdaptiveLambda(Callback):
                  beta:float=0.9, # weight of the past in the moving average of the estimates
                  lo:float=0., # smallest λ
                  hi:float|None=None, # largest λ; None: where the risk stays bounded below (see above), else `max_lambda`
-                 max_lambda:float=10., # largest λ when `hi` is None and the risk is bounded for every λ
+                 max_lambda:float=10., # largest λ when `hi` is None and the method declares no bound (H bounded above)
                  h_all_data:bool|None=None, # eq. 49 (True) or eq. 23 (False); None: read from `dls`
                 ):
         if int(every) != every or every < 1: raise ValueError(f"every must be a positive integer, got {every}")

@@ -6,9 +6,10 @@ Docs: https://defixmatch.github.io/defixmatch/losses.html.md"""
 
 # %% auto #0
 __all__ = ['sup_loss', 'fixmatch_h', 'pseudo_label_h', 'entropy_h', 'pi_model_h', 'mean_teacher_h', 'frozen_stats_forward',
-           'vat_perturbation', 'vat_h', 'dessl_risk', 'lambda_opt']
+           'vat_perturbation', 'vat_h', 'dessl_risk', 'LambdaBound', 'lambda_bound', 'lambda_opt']
 
 # %% ../nbs/01_losses.ipynb #9526fa0d
+import typing
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -217,6 +218,22 @@ def dessl_risk(sup:Tensor|float, # labelled average of L (the complete-case risk
     if not debiased: return sup + lambda_u * h_ulb
     if h_lb is None: raise ValueError("h_lb: the labelled average of H is needed when debiased=True")
     return sup + lambda_u * (h_ulb - h_lb)
+
+# %% ../nbs/01_losses.ipynb #8965a11b
+class LambdaBound(typing.NamedTuple):
+    "The largest λ for which eq. 5's risk stays bounded below (None: every λ), and the term that sets it."
+    max_lambda: float|None
+    why: str
+
+def lambda_bound(h_max:str|None, # an upper bound of H over the network's outputs, as a formula (e.g. 'log C'); None: H is unbounded above
+                 l_coef:float=0., # coefficient, in L, of the term that makes H unbounded (same input, same target); 0: not in L
+                 w_max:float=1., # largest weight of that term in H (a mask or a soft weight: 1)
+                 why:str='', # the term, for messages
+                )->LambdaBound:
+    "The bound on λ that follows from H: none when H is bounded above (case 1), else `l_coef / w_max` (case 2)."
+    if h_max is not None: return LambdaBound(None, f"H <= {h_max}: bounded below for every λ")
+    if not (l_coef >= 0 and w_max > 0): raise ValueError(f"l_coef must be >= 0 and w_max > 0, got {l_coef}, {w_max}")
+    return LambdaBound(l_coef / w_max, why)
 
 # %% ../nbs/01_losses.ipynb #22601f71
 def lambda_opt(l_lb:Tensor, # per-sample L on the labelled points, (n_l,)

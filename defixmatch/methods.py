@@ -21,7 +21,7 @@ from fastcore.basics import patch
 from fastcore.docments import docments
 from fastai.callback.core import Callback
 
-from .losses import sup_loss, fixmatch_h, pseudo_label_h, entropy_h, dessl_risk
+from .losses import sup_loss, fixmatch_h, pseudo_label_h, entropy_h, dessl_risk, lambda_bound, LambdaBound
 
 # %% ../nbs/05_methods.ipynb #76b1a862
 def split_views(t:Tensor, # logits or inputs of a training batch, rows in the loader's order
@@ -172,9 +172,12 @@ class SSLMethod(Callback):
     def default_lambda(cls, modified:bool=True)->float:
         "λ when none is given: `lambda_default`, or `lambda_plain` with the plain supervised loss."
         return float(cls.lambda_plain if not modified and cls.lambda_plain is not None else cls.lambda_default)
+    def lambda_bound(self)->LambdaBound:
+        "The bound on λ that follows from the method's H (`defixmatch.losses.lambda_bound`); a method whose H is unbounded above declares it."
+        return LambdaBound(None, 'the method declares no bound')
     def max_lambda(self)->float|None:
         "Largest λ for which the debiased risk stays bounded below; None: every λ."
-        return None
+        return self.lambda_bound().max_lambda
     def schedules(self)->dict:
         "Schedules the method asks for, `{hyper-parameter: schedule}`, which `fit_ssl` gives to fastai's `ParamScheduler`."
         return {'lambda_ramp': SchedSigmoidRampup(1., self.lambda_rampup)} if self.lambda_rampup > 0 else {}
@@ -459,7 +462,9 @@ class FixMatch(SSLMethod):
                 ):
         self.p_cutoff, self.T, self.hard_label = p_cutoff, T, hard_label
         super().__init__(**kwargs)
-    def max_lambda(self): return 0.5 if self.modified else 1.  # a cross-entropy H: unbounded below beyond (see 01_losses)
+    def lambda_bound(self):  # the strong view's CE: unbounded above, in eq. 52's L with weight ½, not in the plain L (01_losses)
+        return lambda_bound(None, 0.5 if self.modified else 0., 1., "a confident labelled image's strong-view cross-entropy "
+                            "weighs " + ("½ − λ" if self.modified else "−λ (the plain L has no strong view)"))
     def h(self, logits, xs):
         return fixmatch_h(logits[0], logits[1], self.p_cutoff, self.T, self.hard_label, reduction='none')
 
@@ -486,7 +491,7 @@ class PseudoLabel(SSLMethod):
                 ):
         self.p_cutoff = p_cutoff
         super().__init__(**kwargs)
-    def max_lambda(self): return 0.5 if self.modified else 1.
+    def lambda_bound(self): return lambda_bound('−log max(τ, 1/C)')  # H <= −log τ: bounded for every λ (01_losses)
     def h(self, logits, xs): return pseudo_label_h(logits[0], p_cutoff=self.p_cutoff, reduction='none')
     @property
     def views(self): return ('weak', 'strong') if self.modified else ('weak',)  # the strong view only feeds eq. 52's L
@@ -497,4 +502,5 @@ class EntMin(SSLMethod):
     lambda_plain = 1.
     @property
     def views(self): return ('weak', 'strong') if self.modified else ('weak',)
+    def lambda_bound(self): return lambda_bound('log C')  # the entropy: bounded for every λ (01_losses)
     def h(self, logits, xs): return entropy_h(logits[0], reduction='none')
