@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from .losses import fixmatch_h, sup_loss, lambda_bound
-from .methods import SSLMethod, register_method
+from .methods import SSLMethod, StateSpec, register_method
 
 # %% ../nbs/05b_adaptive.ipynb #ca654bd9
 class AdaptiveThreshold(SSLMethod):
@@ -65,6 +65,9 @@ class FlexMatch(AdaptiveThreshold):
             memory[ulb_idx] = -1
         self.register_state('memory', memory)  # last confident prediction of each unlabelled image; -1: none yet
         self.register_state('beta', torch.zeros(int(num_classes)))  # learning effect β(c)
+    def state_spec(self, num_classes, n_data=None):
+        f = torch.get_default_dtype()
+        return {'memory': StateSpec((n_data,), torch.long, -2, num_classes - 1), 'beta': StateSpec((num_classes,), f, 0, 1)}
 
     def learning_effect(self, memory:Tensor)->Tensor:
         "β(c) of the memory `memory`."
@@ -104,6 +107,9 @@ class FreeMatch(AdaptiveThreshold):
     def init_state(self, num_classes, ulb_idx=None, n_data=None):
         self.register_state('tau_t', torch.tensor(1 / num_classes))  # the global threshold τ_t
         self.register_state('p_t', torch.full((int(num_classes),), 1 / num_classes))  # p̃_t, the mean prediction
+    def state_spec(self, num_classes, n_data=None):
+        f = torch.get_default_dtype()
+        return {'tau_t': StateSpec((), f, 0, 1), 'p_t': StateSpec((num_classes,), f, 0, 1)}
     def thresholds(self)->Tensor:
         "The class-wise thresholds τ_t(c) of the current state."
         return self.p_t / self.p_t.max() * self.tau_t
@@ -130,6 +136,9 @@ class SoftMatch(AdaptiveThreshold):
         self.register_state('mu_t', torch.tensor(1 / num_classes))
         self.register_state('var_t', torch.tensor(1.))
         self.register_state('p_model', torch.zeros(int(num_classes)))  # the unlabelled images' mean prediction; zeros: none yet
+    def state_spec(self, num_classes, n_data=None):
+        f = torch.get_default_dtype()
+        return {'mu_t': StateSpec((), f, 0, 1), 'var_t': StateSpec((), f, 0, 1), 'p_model': StateSpec((num_classes,), f, 0, 1)}
     def align(self, q:Tensor, p_model:Tensor|None=None)->Tensor:
         "Uniform alignment of q: q/p̂ renormalised, p̂ the state's `p_model` (or `p_model`); q itself while p̂ is empty or without `dist_align`."
         p = self.p_model if p_model is None else p_model

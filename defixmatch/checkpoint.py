@@ -198,6 +198,7 @@ def load_ssl_checkpoint(learn:Learner, # a learner made by `ssl_learner` with th
     ckpt = path if isinstance(path, dict) else read_checkpoint(path, weights_only=weights_only)
     if isinstance(path, dict): path = 'the checkpoint'
     if 'train_model' not in ckpt: raise ValueError(f"checkpoint {path} has no 'train_model' entry: cannot resume")
+    if getattr(learn, 'ssl_method', None) is not None: learn.ssl_method.check_state(ckpt.get('method_state'), dls=learn.dls, source=str(path))
     model = unwrap_model(learn.model)
     model.load_state_dict(_strip_prefixes(ckpt['train_model']))
     model.to(getattr(learn.dls, 'device', None) or default_device())

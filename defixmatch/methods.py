@@ -6,9 +6,9 @@ Docs: https://defixmatch.github.io/defixmatch/methods.html.md"""
 
 # %% auto #0
 __all__ = ['FLAG_NAMES', 'SSL_METHODS', 'DEFAULT_METHOD', 'ENTRY_POINT_GROUP', 'PACKAGE_METHOD_MODULES', 'split_views',
-           'check_hyper', 'SchedSigmoidRampup', 'Hyper', 'gather_processes', 'StepTerms', 'SSLMethod',
-           'register_method', 'load_method_plugins', 'load_package_methods', 'find_method', 'method_class',
-           'make_method', 'FixMatch', 'CompleteCase', 'PseudoLabel', 'EntMin']
+           'check_hyper', 'SchedSigmoidRampup', 'Hyper', 'gather_processes', 'StepTerms', 'SSLMethod', 'StateSpec',
+           'MethodStateError', 'task_of', 'register_method', 'load_method_plugins', 'load_package_methods',
+           'find_method', 'method_class', 'make_method', 'FixMatch', 'CompleteCase', 'PseudoLabel', 'EntMin']
 
 # %% ../nbs/05_methods.ipynb #50d6404d
 import importlib, inspect, math, sys, typing
@@ -269,6 +269,59 @@ def update(self:SSLMethod, logits:tuple, # the unlabelled images' logits under e
           ):
     "Move the state with a training step's unlabelled images, after H; a method with state overrides it."
 
+# %% ../nbs/05_methods.ipynb #7901471a
+class StateSpec(typing.NamedTuple):
+    "What one tensor of a method's state must be: its shape (None: any length on that axis), dtype and range; finite always."
+    shape: tuple
+    dtype: torch.dtype
+    lo: float|None = None
+    hi: float|None = None
+
+class MethodStateError(ValueError):
+    "A method state (read from a checkpoint) that is not the method's for the task: keys, shapes, dtypes, finiteness or range."
+
+def task_of(dls)->tuple:
+    "(classes, unlabelled images' indices, training-set size) of a learner's `DataLoaders`: the task `init_state` and `state_spec` take."
+    train = getattr(dls, 'train', None)
+    return getattr(dls, 'c', None), getattr(dls, 'ulb_idx', None), len(train.dataset) if hasattr(train, 'dataset') else None
+
+@patch
+def state_spec(self:SSLMethod, num_classes:int, # classes of the task
+               n_data:int|None=None, # size of the training set (None: any)
+              )->dict:
+    "`{name: StateSpec}`: the state this method holds for a task; a method with state declares it (none: {})."
+    return {}
+
+def _describe(t:Tensor)->str: return f"{str(t.dtype).replace('torch.', '')} {tuple(t.shape)}"
+
+# %% ../nbs/05_methods.ipynb #f6a9cd8c
+@patch
+def check_state(self:SSLMethod, sd:dict|None, # a state read from a checkpoint (`state_dict`); None where there is none
+                num_classes:int|None=None, # classes of the task
+                n_data:int|None=None, # size of the training set (None: any)
+                dls=None, # a learner's `DataLoaders`: the task is read from them instead
+                source:str='the checkpoint', # where `sd` comes from, for the message
+               ):
+    "Raise one `MethodStateError` line unless `sd` is this method's state for the task: keys, shapes, dtypes, finite, ranges."
+    if dls is not None: num_classes, _, n_data = task_of(dls)
+    spec, name = self.state_spec(num_classes, n_data), type(self).__name__
+    def bad(why): raise MethodStateError(f"{source}: its method state is not {name}'s for {num_classes} classes: {why}")
+    if sd is None:
+        if spec: bad(f"it has none, {name} holds {', '.join(spec)}")
+        return
+    if not isinstance(sd, dict) or not all(isinstance(k, str) and isinstance(v, Tensor) for k, v in sd.items()):
+        bad(f"expected a dict of named tensors, got {type(sd).__name__}")
+    extra, missing = [k for k in sd if k not in spec], [k for k in spec if k not in sd]
+    if extra: bad(f"{name} holds no {', '.join(map(repr, extra))[:200]} (a state of another method?)")
+    if missing: bad(f"{', '.join(map(repr, missing))} missing")
+    for k, s in spec.items():
+        v, want = sd[k], tuple('any' if a is None else a for a in s.shape)
+        if v.dtype != s.dtype or v.ndim != len(s.shape) or any(a is not None and a != b for a, b in zip(s.shape, v.shape)):
+            bad(f"{k!r} is {_describe(v)}, expected {str(s.dtype).replace('torch.', '')} {want}")
+        if v.is_floating_point() and not torch.isfinite(v).all(): bad(f"{k!r} holds non-finite values")
+        if (s.lo is not None and (v < s.lo).any()) or (s.hi is not None and (v > s.hi).any()):
+            bad(f"{k!r} holds values outside [{'-inf' if s.lo is None else s.lo}, {'inf' if s.hi is None else s.hi}] (min {v.min().item():.4g}, max {v.max().item():.4g})")
+
 # %% ../nbs/05_methods.ipynb #8050cfaf
 @patch
 def per_image_l(self:SSLMethod, logits:tuple, # the labelled images' logits under each view
@@ -349,9 +402,7 @@ def before_fit(self:SSLMethod):
     "Create the state for the learner's data unless resumed; route the optimiser's `set_hyper` of `hypers` here."
     self.after_train()  # a fit stopped by an exception during training leaves the swapped loss behind
     dls = getattr(self.learn, 'dls', None)
-    if not self.state_names and getattr(dls, 'c', None) is not None:  # a resumed state is kept
-        train = getattr(dls, 'train', None)
-        self.init_state(dls.c, getattr(dls, 'ulb_idx', None), len(train.dataset) if hasattr(train, 'dataset') else None)
+    if not self.state_names and getattr(dls, 'c', None) is not None: self.init_state(*task_of(dls))  # a resumed state is kept
     opt = getattr(self.learn, 'opt', None)
     if hasattr(opt, 'own_hypers'): opt.own_hypers(self, self.hypers); return
     scheduled = {k for cb in self.learn.cbs for k in getattr(cb, 'scheds', {}) if k in self.hypers}
