@@ -132,3 +132,9 @@ class DistributedCallback(Callback):
     def after_fit(self):
         self._restore()
         self.learn.__dict__.pop('to_detach', None)
+    def release(self):
+        "Drop the DDP wrapper and accelerate's reference to it, before the process group is destroyed (it holds the group)."
+        if self.ddp is None: return
+        models = getattr(self.accelerator, '_models', None)
+        if models is not None: models[:] = [m for m in models if m is not self.ddp]
+        self.ddp = None

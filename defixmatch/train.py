@@ -103,6 +103,12 @@ def run_folder(args) -> RunFolder:
     in_place = bool(args.resume and final.is_dir() and final.resolve() in Path(args.load_path).resolve().parents)
     return RunFolder(args.save_dir, args.save_name, overwrite=args.overwrite, resume=in_place)
 
+def _end(learn):
+    "Leave the process group: the DDP wrapper that holds it released first, so that its gloo threads end here, not at exit."
+    from defixmatch.distributed import end_process_group
+    if hasattr(learn, 'distributed'): learn.distributed.release()
+    end_process_group()
+
 def train(args, # from `resolve_args`
           run:RunFolder|None=None, # the claimed run folder (main process); None: claimed here on the main process
          ) -> dict|None:
@@ -147,7 +153,7 @@ def train(args, # from `resolve_args`
         raise
     acc.wait_for_everyone()
     if not main:
-        end_process_group()  # waits there for rank 0's report
+        _end(learn)  # waits there for rank 0's report
         return None
     final = run.publish()  # (a no-op: the first checkpoint published it)
     out = learner_report(learn, data, final, **{k: getattr(args, k) for k in (
@@ -163,7 +169,7 @@ def train(args, # from `resolve_args`
     _write_json(final/'report.json', rep)
     print(f"{'log':<16}{final/'log.csv'}\n{'report':<16}{final/'report.json'}\n"
           f"{'checkpoints':<16}{final/'latest_model.pth'}, {final/'model_best.pth'}", flush=True)
-    end_process_group()
+    _end(learn)
     return rep
 
 # %% ../nbs/11_train.ipynb #b767b845

@@ -303,3 +303,28 @@ def test_no_assertion_on_wall_time():
     bad = [f"{p.name}: {l.strip()}" for p, text in sources for l in text.splitlines()
            if l.lstrip().startswith('assert') and _TIMED.search(l) and _BOUND.search(l) and 'import re' not in l]
     assert bad == [], bad
+
+# ---------------------------------------------------------------- a finished two-process run exits cleanly
+_THREADS = """
+import os, sys
+from defixmatch.train import main
+rc = main(sys.argv[1:])
+names = sorted(open(f'/proc/self/task/{t}/comm').read().strip() for t in os.listdir('/proc/self/task'))
+print('threads', os.environ['RANK'], ' '.join(names), flush=True)
+sys.exit(rc)
+"""
+
+@pytest.mark.skipif(not Path('/proc/self/task').is_dir(), reason='needs /proc (Linux) to list the threads')
+def test_two_process_run_ends_its_gloo_threads(tmp_path):
+    "The process group's threads end with the run, not at the interpreter's exit (where gloo aborted now and then)."
+    import shutil
+    (tmp_path/'probe.py').write_text(_THREADS)
+    torchrun = shutil.which('torchrun') or shutil.which('torchrun', path=str(Path(sys.executable).parent))
+    if torchrun is None: pytest.skip('torchrun not installed')
+    res = subprocess.run([torchrun, '--standalone', '--nproc_per_node', '2', str(tmp_path/'probe.py'), '--cpu',
+                          *map(str, SMALL), '--num_train_iter', '4', '--num_eval_iter', '2', '--save_dir', str(tmp_path/'runs')],
+                         capture_output=True, text=True, timeout=900, env=dict(os.environ, OMP_NUM_THREADS='1'))
+    assert res.returncode == 0, res.stderr[-3000:]
+    lines = sorted(l for l in res.stdout.splitlines() if l.startswith('threads'))
+    assert len(lines) == 2, res.stdout[-2000:]
+    for l in lines: assert 'gloo' not in l, l   # gloo_tcp_loop, pt_gloo_runloop: the group was not released
