@@ -159,13 +159,7 @@ line override it.""")
                    '(True) with --method, else the reference\'s rule (True with --debiased, else False)')
     g.add_argument('--lambda_rampup', type=float, default=None, help='fraction of training over which lambda ramps up '
                    '(Oliver et al.\'s sigmoid; 0: none; default: the method\'s, 0.4 for the consistency methods, 0 otherwise)')
-    g = p.add_argument_group('hyper-parameters of the methods (each flag applies to the methods that declare it; default: the method\'s)')
-    for k, (kind, doc, defaults) in method_flags().items():
-        by_default = {}
-        for m, d in defaults.items(): by_default.setdefault(repr(d), []).append(m)
-        dflt = '; '.join(f"{', '.join(ms)}: {d}" for d, ms in by_default.items())
-        g.add_argument(f'--{k}', type=str2bool if kind is bool else kind, default=None, metavar=kind.__name__.upper(),
-                       help=f"{doc} ({dflt})".replace('%', '%%'))
+    hg = p.add_argument_group('hyper-parameters of the methods (each flag applies to the methods that declare it; default: the method\'s)')
     g = p.add_argument_group('optimisation')
     g.add_argument('--lr', type=float, default=0.03, help='SGD learning rate (default 0.03)')
     g.add_argument('--momentum', type=float, default=0.9, help='SGD Nesterov momentum (default 0.9)')
@@ -192,6 +186,14 @@ line override it.""")
                    "folder's config.json re-makes that run); flags on the command line override it")
     g.add_argument('--dry_run', action='store_true', help='check the flags, print the resolved configuration and exit')
     g.add_argument('--progress', action=argparse.BooleanOptionalAction, default=None, help='progress bar on rank 0 (default: when the output is a terminal; otherwise one table row per evaluation)')
+    p._own_flags = {a.dest for a in p._actions}  # a method's hyper-parameter may not take one of these names
+    for k, (kind, doc, defaults) in method_flags().items():
+        if k in p._own_flags: continue  # refused when that method is chosen (`_resolve_method`)
+        by_default = {}
+        for m, d in defaults.items(): by_default.setdefault(repr(d), []).append(m)
+        dflt = '; '.join(f"{', '.join(ms)}: {d}" for d, ms in by_default.items())
+        hg.add_argument(f'--{k}', type=str2bool if kind is bool else kind, default=None, metavar=kind.__name__.upper(),
+                        help=f"{doc} ({dflt})".replace('%', '%%'))
     return p
 
 # %% ../nbs/10a_config.ipynb #02ea1c07
@@ -416,6 +418,9 @@ def _resolve_method(args, from_file:set):
         name, debiased = cls._names[1], True
     args.run_method, args.modified_given = (name, debiased), bool(args.modified_fixmatch)
     hp = cls.hyperparams()
+    clash = [k for k in hp if k not in base_flags() and k in getattr(args, '_own_flags', ())]
+    if clash: raise CLIError(f"--method {name}: its hyper-parameter {clash[0]} has the name of the flag --{clash[0]}, "
+                             "so it cannot be set from the command line: rename it in the method")
     modified = args.modified_fixmatch if args.modified_fixmatch is not None else (debiased if reference else hp['modified'].default)
     lam = cls.default_lambda(modified) if args.ulb_loss_ratio is None else args.ulb_loss_ratio
     if lam == 0 and cls.complete_case and cls.complete_case != name:  # λ = 0: the method's complete case
@@ -423,6 +428,7 @@ def _resolve_method(args, from_file:set):
         cls = SSL_METHODS[name][0]; hp = cls.hyperparams()
     own, dropped = {}, []
     for k in method_flags():
+        if k in getattr(args, '_own_flags', ()): continue  # (another method's clashing name: not a flag of its own)
         v = getattr(args, k)
         if v is None: continue
         if k in hp: own[k] = v
@@ -434,6 +440,10 @@ def _resolve_method(args, from_file:set):
     kwargs = dict(own, lambda_u=lam, modified=modified, debiased=debiased)
     if args.lambda_rampup is not None: kwargs['lambda_rampup'] = args.lambda_rampup
     try: m = make_method(name, **kwargs)
+    except TypeError as e:  # a hyper-parameter without a default, and no flag given for it
+        missing = [k for k, h in hp.items() if h.default is None and k not in kwargs and k not in base_flags()]
+        raise CLIError(f"--method {name} cannot be built: {' '.join(str(e).split())[:200]}"
+                       + (f" (give --{missing[0]})" if missing else '')) from None
     except ValueError as e:
         msg = str(e)
         for k, f in base_flags().items(): msg = msg.replace(f"{k} must", f"{f} must", 1) if msg.startswith(k) else msg
@@ -476,6 +486,7 @@ def resolve_args(argv:list|None=None, # command-line arguments (default: `sys.ar
     p = get_parser()
     from_file = _apply_config_file(p, config_file) if config_file else set()
     args = p.parse_args(argv)
+    args._own_flags = p._own_flags
     where = from_file & {'save_dir', 'save_name'}
     if args.overwrite and where and not resumed and (where := where - _on_command_line(p, argv, where)):
         raise CLIError(f"--overwrite: {' and '.join(sorted(where))} come from --config {config_file}; a file may not choose "

@@ -11,7 +11,7 @@ __all__ = ['FLAG_NAMES', 'SSL_METHODS', 'DEFAULT_METHOD', 'ENTRY_POINT_GROUP', '
            'find_method', 'method_class', 'make_method', 'FixMatch', 'CompleteCase', 'PseudoLabel', 'EntMin']
 
 # %% ../nbs/05_methods.ipynb #50d6404d
-import importlib, inspect, math, sys, typing
+import importlib, inspect, math, re, sys, typing, warnings
 from functools import cache
 from pathlib import Path
 import torch
@@ -439,6 +439,11 @@ def register_method(name:str, # name of the method, e.g. 'fixmatch'
     def _register(cls):
         if not (isinstance(cls, type) and issubclass(cls, SSLMethod)):
             raise TypeError(f"register_method: {cls!r} is not a subclass of SSLMethod")
+        for n in (name, debiased):  # a name is taken once: a plugin never silently replaces a method (the same class re-run may)
+            old = SSL_METHODS.get(n, (None,))[0]
+            if old is not None and (old.__module__, old.__qualname__) != (cls.__module__, cls.__qualname__):
+                raise ValueError(f"register_method: {n!r} is already the name of {old.__module__}.{old.__qualname__}; "
+                                 f"register {cls.__qualname__} under another name")
         SSL_METHODS[name] = (cls, {**defaults, 'debiased': False})
         if debiased is not None: SSL_METHODS[debiased] = (cls, {**defaults, 'debiased': True})
         cls._names = (name, debiased)
@@ -448,12 +453,18 @@ def register_method(name:str, # name of the method, e.g. 'fixmatch'
 def load_method_plugins()->list:
     "Import the methods that installed packages offer through the `defixmatch.methods` entry points; return their names."
     from importlib.metadata import entry_points
+    load_package_methods()  # the package's names first: a plugin cannot take them
     names = []
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         try: ep.load()
-        except Exception as e: raise ValueError(f"entry point {ep.name} = {ep.value} of {ENTRY_POINT_GROUP}: {type(e).__name__}: {e}") from None
+        except Exception as e:  # a broken plugin is left out, with one warning, and breaks no command
+            if ep.value not in _BROKEN_PLUGINS:
+                _BROKEN_PLUGINS.add(ep.value)
+                warnings.warn(f"method plugin {ep.name} = {ep.value} ({ENTRY_POINT_GROUP}) left out: {type(e).__name__}: {str(e)[:300]}")
+            continue
         names.append(ep.name)
     return names
+_BROKEN_PLUGINS = set()
 
 # %% ../nbs/05_methods.ipynb #4d26c770
 #: The package's modules of methods beyond this one's, which register them when imported.
@@ -469,11 +480,16 @@ def find_method(spec:str, # a registered name, `MODULE:NAME`, or a name offered 
     if not isinstance(spec, str) or not spec: raise ValueError(f"method must be a name, got {spec!r}")
     if ':' in spec:
         mod, name = spec.rsplit(':', 1)
+        if not re.fullmatch(r'[A-Za-z_]\w*(\.[A-Za-z_]\w*)*', mod):
+            raise ValueError(f"method {spec[:200]}: MODULE must be a module name (mymethods, pkg.mod) importable from the working "
+                             f"directory, not a path or a relative name")
         if '' not in sys.path and str(Path.cwd()) not in sys.path: sys.path.insert(0, str(Path.cwd()))
         try: importlib.import_module(mod)
         except ModuleNotFoundError as e:
             if e.name and mod.startswith(e.name): raise ValueError(f"method {spec}: no module {mod!r} in the working directory or the environment") from None
             raise ValueError(f"method {spec}: importing {mod} failed: {e}") from None
+        except Exception as e:  # the module raised, or does not parse: its own error, in one line
+            raise ValueError(f"method {spec}: importing {mod} failed: {type(e).__name__}: {' '.join(str(e).split())[:300]}") from None
         if name not in SSL_METHODS: raise ValueError(f"method {spec}: importing {mod} registered no method {name!r}")
         return name
     if spec not in SSL_METHODS: load_package_methods()

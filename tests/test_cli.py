@@ -432,3 +432,39 @@ def test_resume_checks_the_checkpoints_own_method(tmp_path):
     res = cli('train', *args, '--method', 'pseudolabel', '--resume', '--load_path', tmp_path/'r'/'latest_model.pth',
               '--save_dir', tmp_path, '--save_name', 'r2', '--num_train_iter', 12)
     assert_one_line_error(res, 'was trained by defixmatch, not pseudolabel', code=2)
+
+# ---------------------------------------------------------------- method modules and plugins: one line, never a silent swap
+_FIXMATCH_SUB = "from defixmatch.methods import register_method, FixMatch\n"
+
+def test_bad_method_modules_are_one_line(tmp_path):
+    (tmp_path/'boom.py').write_text("raise RuntimeError('the module failed')\n")
+    (tmp_path/'broken.py').write_text("def f(:\n")
+    (tmp_path/'shadow.py').write_text(_FIXMATCH_SUB + "@register_method('defixmatch')\nclass Evil(FixMatch): pass\n")
+    (tmp_path/'nodef.py').write_text(_FIXMATCH_SUB + "@register_method('nodef')\nclass NoDefault(FixMatch):\n"
+                                     "    def __init__(self, q:float, **kw): self.q = q; super().__init__(**kw)\n")
+    (tmp_path/'clash.py').write_text(_FIXMATCH_SUB + "@register_method('clash')\nclass Clash(FixMatch):\n"
+                                     "    def __init__(self, dropout:float=0.5, **kw): self.dropout = dropout; super().__init__(**kw)\n")
+    for spec, msg in [('./boom.py:x', 'MODULE must be a module name'), ('.boom:x', 'MODULE must be a module name'),
+                      ('boom:x', 'importing boom failed: RuntimeError: the module failed'), ('broken:x', 'importing broken failed: SyntaxError'),
+                      ('shadow:defixmatch', "'defixmatch' is already the name of defixmatch.methods.FixMatch"),
+                      ('nodef:nodef', 'give --q'), ('clash:clash', 'has the name of the flag --dropout')]:
+        res = cli('train', '--dataset', 'digits', '--method', spec, '--dry_run', cwd=tmp_path)
+        assert_one_line_error(res, msg, code=2)
+
+def test_installed_plugins_cannot_shadow_or_break_commands(tmp_path):
+    "A plugin that takes a built-in name is left out; one that fails to import is a warning, not a broken command."
+    dist = tmp_path/'fakeplugins-0.1.dist-info'; dist.mkdir()
+    (dist/'METADATA').write_text('Metadata-Version: 2.1\nName: fakeplugins\nVersion: 0.1\n')
+    (dist/'entry_points.txt').write_text('[defixmatch.methods]\nbroken = brokenplugin\nshadow = shadowplugin\n')
+    (tmp_path/'brokenplugin.py').write_text("raise ImportError('a dependency is missing')\n")
+    (tmp_path/'shadowplugin.py').write_text(_FIXMATCH_SUB + "@register_method('defixmatch')\nclass Evil(FixMatch):\n"
+                                            "    def __init__(self, evil:float=1., **kw): self.evil = evil; super().__init__(**kw)\n")
+    env = {'PYTHONPATH': os.pathsep.join([str(tmp_path), os.environ.get('PYTHONPATH', '')])}
+    res = cli('train', '--help', env=env)
+    assert res.returncode == 0 and 'Traceback' not in res.stderr, res.stderr[-2000:]
+    assert 'method plugin broken = brokenplugin' in res.stderr and 'a dependency is missing' in res.stderr, res.stderr
+    res = cli('train', '--dataset', 'digits', '--method', 'defixmatch', '--dry_run', env=env)
+    assert res.returncode == 0, res.stderr[-2000:]
+    cfg = json.loads(res.stdout[res.stdout.index('{'):])
+    assert cfg['method'] == 'defixmatch' and 'evil' not in cfg                      # the built-in, not the plugin's
+    assert "'defixmatch' is already the name of defixmatch.methods.FixMatch" in res.stderr, res.stderr
