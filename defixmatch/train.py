@@ -220,9 +220,14 @@ def _child_error(e) -> tuple[str, int]:
 
 def _check_checkpoint(args):
     "Read `--load_path` before anything is created: a corrupt file, or a run already at its end, is one line."
+    import torch
     from defixmatch.checkpoint import read_checkpoint
     ck = read_checkpoint(args.load_path)  # the one read of the checkpoint: training resumes from this dictionary
-    args.resume_iter, args._ckpt = int(ck.get('it', 0)), ck
+    it = ck.get('it', 0)
+    if isinstance(it, torch.Tensor) and it.numel() == 1: it = it.item()
+    if isinstance(it, bool) or not isinstance(it, (int, float)) or it != int(it) or it < 0:
+        raise ValueError(f"--resume: {args.load_path}: its iteration 'it' is not a whole number >= 0 (got a {type(it).__name__})")
+    args.resume_iter, args._ckpt = int(it), ck
     theirs = (ck.get('config') or {}).get('method')  # the checkpoint says what trained it, with or without config.json
     if theirs and theirs != args.method.rsplit(':', 1)[-1]:
         raise CLIError(f"--resume: {args.load_path} was trained by {theirs}, not {args.method}: give --method {theirs} "

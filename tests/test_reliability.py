@@ -328,3 +328,19 @@ def test_two_process_run_ends_its_gloo_threads(tmp_path):
     lines = sorted(l for l in res.stdout.splitlines() if l.startswith('threads'))
     assert len(lines) == 2, res.stdout[-2000:]
     for l in lines: assert 'gloo' not in l, l   # gloo_tcp_loop, pt_gloo_runloop: the group was not released
+
+# ---------------------------------------------------------------- tampered checkpoints and bad files: one line each
+def test_tampered_checkpoint_entries_are_one_line(tmp_path):
+    args = [*map(str, SMALL), '--num_train_iter', '4', '--num_eval_iter', '2']
+    assert cli('train', *args, '--save_dir', tmp_path, '--save_name', 'ok').returncode == 0
+    good = torch.load(tmp_path/'ok'/'latest_model.pth', weights_only=True)
+    w = next(iter(good['train_model']))
+    for name, change, msg in [('it_pair', {'it': torch.tensor([1, 2])}, "'it' is not a whole number"),
+                              ('it_list', {'it': [2]}, "'it' is not a whole number"),
+                              ('rng', {'rng': {'torch': torch.zeros(3)}}, "random-number state 'rng'"),
+                              ('weights', {'train_model': {**good['train_model'], w: torch.zeros(1)}}, "'train_model' does not fit the model")]:
+        run = tmp_path/name; run.mkdir()
+        (run/'config.json').write_text((tmp_path/'ok'/'config.json').read_text())
+        torch.save({**good, **change}, run/'latest_model.pth')
+        res = cli('train', *args, '--num_train_iter', '8', '--save_dir', tmp_path, '--save_name', name, '--resume', '--load_path', run)
+        assert_one_line_error(res, msg, code=1)
