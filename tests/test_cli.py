@@ -468,3 +468,21 @@ def test_installed_plugins_cannot_shadow_or_break_commands(tmp_path):
     cfg = json.loads(res.stdout[res.stdout.index('{'):])
     assert cfg['method'] == 'defixmatch' and 'evil' not in cfg                      # the built-in, not the plugin's
     assert "'defixmatch' is already the name of defixmatch.methods.FixMatch" in res.stderr, res.stderr
+
+# ---------------------------------------------------------------- the README says what is true
+def test_readme_table_commands_and_words(tmp_path):
+    readme = (ROOT/'README.md').read_text()
+    rows = [l for l in readme.split('## What is inside', 1)[1].split('\n## ', 1)[0].splitlines() if l.startswith('| `')]
+    firsts = [r.split('|')[1].strip() for r in rows]
+    assert len(firsts) == len(set(firsts)), firsts                                # no row twice
+    assert 'pinned dependencies' not in readme and 'lives at' not in readme
+    # the Gini example: a command that names its dataset, a class whose q is checked, and both work
+    code = re.search(r"```python\n(@register_method\('gini'.*?)```", readme, flags=re.S).group(1)
+    assert 'rules =' in code
+    cmd = re.search(r"`(defixmatch-train [^`]*mymodule:degini[^`]*)`", readme).group(1)
+    assert '--dataset digits' in cmd, cmd
+    (tmp_path/'mymodule.py').write_text('from defixmatch.methods import SSLMethod, register_method\n' + code)
+    args = cmd.split()[1:]
+    res = cli('train', *args, '--dry_run', cwd=tmp_path)
+    assert res.returncode == 0 and '"q": 3.0' in res.stdout, res.stderr[-2000:]
+    assert_one_line_error(cli('train', *[a if a != '3' else '-5' for a in args], '--dry_run', cwd=tmp_path), '--q must be > 1', code=2)
