@@ -250,6 +250,12 @@ def _check_numbers(args):
         if args.widen_factor < 1: raise CLIError(f"--widen_factor must be >= 1, got {args.widen_factor}")
 
 # %% ../nbs/10a_config.ipynb #ca33cd79
+def _preset(ds:str) -> dict:
+    "The preset of `--dataset`: `PRESETS`, or the one its registration gave (`register_dataset`); {} if none."
+    from defixmatch.datasets import DATASET_PRESETS
+    p = PRESETS.get(ds, DATASET_PRESETS.get(ds if isinstance(ds, str) else None, {}))
+    return dict(PRESETS[p] if isinstance(p, str) else p)
+
 def _dataset_classes(ds:str, # --dataset: a name, an image folder or a .npz file
                      data_dir:str='./data', # --data_dir
                     ) -> int:
@@ -495,8 +501,9 @@ def resolve_args(argv:list|None=None, # command-line arguments (default: `sys.ar
     if isinstance(args.hflip, str): raise CLIError(f"--hflip must be auto, true or false, got {args.hflip!r}")
     ds = args.dataset
     n_data = _dataset_classes(ds, args.data_dir)
-    args.preset = ds if ds in PRESETS else None
-    fill = {**AUTHORS_DEFAULTS, **PRESETS.get(ds, {})}
+    preset = _preset(ds)
+    args.preset = ds if preset else None
+    fill = {**AUTHORS_DEFAULTS, **preset}
     for k, v in fill.items():
         if getattr(args, k) is None: setattr(args, k, v)
     if args.num_classes is None: args.num_classes = n_data

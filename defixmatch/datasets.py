@@ -7,9 +7,10 @@ Docs: https://defixmatch.github.io/defixmatch/datasets.html.md"""
 # %% auto #0
 __all__ = ['CIFAR_STATS', 'SVHN_URL', 'IMAGE_EXTS', 'MAX_IMAGE_PIXELS', 'MEDMNIST_TABLE1', 'MEDMNIST', 'IDX_FILES',
            'FASHION_MNIST_CLASSES', 'IDX_DATASETS', 'MAX_IDX_BYTES', 'FIXED_SIZE_DATASETS', 'DATASET_NUM_CLASSES',
-           'DATASET_NAMES', 'CIFAR10_CLASSES', 'CIFAR100_CLASSES', 'DIGIT_CLASSES', 'DATASETS', 'SSLData',
-           'channel_stats', 'load_cifar', 'load_svhn', 'load_digits_data', 'load_image_folder', 'load_medmnist',
-           'idx_files', 'read_idx', 'load_idx_dataset', 'load_dataset', 'DatasetInfo', 'dataset_info']
+           'DATASET_NAMES', 'DATASET_LOADERS', 'DATASET_PRESETS', 'CIFAR10_CLASSES', 'CIFAR100_CLASSES',
+           'DIGIT_CLASSES', 'DATASETS', 'SSLData', 'channel_stats', 'load_cifar', 'load_svhn', 'load_digits_data',
+           'load_image_folder', 'load_medmnist', 'idx_files', 'read_idx', 'load_idx_dataset', 'load_dataset',
+           'DatasetInfo', 'dataset_info', 'register_dataset', 'register_idx_dataset']
 
 # %% ../nbs/02_datasets.ipynb #aed53d1b
 import os, urllib.error, zlib
@@ -421,6 +422,10 @@ FIXED_SIZE_DATASETS = ('cifar10', 'cifar100', 'svhn', 'svhn_extra')
 DATASET_NUM_CLASSES = {'cifar10': 10, 'cifar100': 100, 'svhn': 10, 'svhn_extra': 10, 'digits': 10, 'mnist': 10, 'fashion_mnist': 10,
                        **{k: len(c) for k, (c, _) in MEDMNIST.items()}}
 DATASET_NAMES = tuple(DATASET_NUM_CLASSES)
+#: Datasets registered with `register_dataset`: name -> (loader, whether a horizontal flip keeps the label).
+DATASET_LOADERS = {}
+#: Command-line presets of registered datasets (a dict of flags, or the name of one of the command line's presets).
+DATASET_PRESETS = {}
 
 def load_dataset(name_or_folder, # a name of `DATASET_NAMES`, the path of an image folder, or of a MedMNIST .npz file
                  data_dir='./data', # where the CIFAR, SVHN, (Fashion-)MNIST and MedMNIST files are (CIFAR and SVHN are downloaded there)
@@ -434,7 +439,10 @@ def load_dataset(name_or_folder, # a name of `DATASET_NAMES`, the path of an ima
     path = Path(name_or_folder).expanduser()
     if key in FIXED_SIZE_DATASETS and size != 32:
         raise ValueError(f"{key} images are 32 x 32: size={size} applies only to digits, (Fashion-)MNIST, MedMNIST and image folders")
-    if key in CIFAR_STATS: d = load_cifar(key, data_dir, download)
+    if key in DATASET_LOADERS:                                        # a registered dataset: its loader and its flip rule
+        loader, rule = DATASET_LOADERS[key]
+        d = loader(data_dir, size); d.hflip = rule
+    elif key in CIFAR_STATS: d = load_cifar(key, data_dir, download)
     elif key in ('svhn', 'svhn_extra'): d = load_svhn(data_dir, download, extra=key == 'svhn_extra')
     elif key == 'digits': d = load_digits_data(size=size)
     elif key in IDX_DATASETS: d = load_idx_dataset(key, data_dir, size)
@@ -509,3 +517,35 @@ def dataset_info(name_or_folder, # what `load_dataset` takes: a name, an image f
     if key is None or os.sep in str(name_or_folder) or str(name_or_folder).startswith(('.', '~')):
         raise FileNotFoundError(f"no folder '{name_or_folder}': pass one of {DATASET_NAMES} or the path of an image folder")
     raise ValueError(f"name_or_folder must be one of {DATASET_NAMES} or an image folder path, got {name_or_folder!r}")
+
+# %% ../nbs/02_datasets.ipynb #db10804d
+def register_dataset(name:str, # the name `load_dataset` and `--dataset` take (lower case)
+                     classes:tuple, # class names: label i is classes[i]
+                     loader, # `loader(data_dir, size)` -> `SSLData`
+                     hflip:bool=False, # the dataset's flip rule (`--hflip auto`): whether a horizontal flip keeps the label
+                     preset:dict|str|None=None, # the command line's defaults for it: flags, or a preset's name ('mnist'); None: the reference's
+                     n_train:int|None=None, n_test:int|None=None, # sizes, where known without the files
+                    ):
+    "Make `name` a dataset everywhere at once: `load_dataset`, `dataset_info`, `DATASET_NUM_CLASSES`, `--dataset` and its preset"
+    name = str(name).lower()
+    if name in DATASETS: raise ValueError(f"register_dataset: {name!r} is already a dataset")
+    if len(classes) < 2: raise ValueError(f"register_dataset: {name} needs at least 2 classes, got {len(classes)}")
+    DATASETS[name] = DatasetInfo(name, tuple(classes), n_train, n_test)
+    DATASET_NUM_CLASSES[name] = len(classes)
+    DATASET_LOADERS[name] = (loader, bool(hflip))
+    if preset is not None: DATASET_PRESETS[name] = preset
+    global DATASET_NAMES
+    DATASET_NAMES = tuple(DATASET_NUM_CLASSES)
+
+def register_idx_dataset(name:str, # e.g. 'kmnist'
+                         classes:tuple, # class names, in label order
+                         folder:str|None=None, # torchvision's folder name (files looked for in data_dir/<folder>/raw too)
+                         hflip:bool=False, # the flip rule (characters: a mirror changes them)
+                         preset:dict|str|None='mnist', # the command line's defaults: MNIST's scale by default
+                         n_train:int|None=None, n_test:int|None=None,
+                        ):
+    "Register a dataset stored as MNIST's four idx files (`idx_files` finds them), in one call"
+    if str(name).lower() in DATASETS: raise ValueError(f"register_idx_dataset: {name!r} is already a dataset")
+    IDX_DATASETS[name] = (folder or name, tuple(classes), (), f"put its four idx files in '{{d}}' or '{{d}}/{name}'")
+    register_dataset(name, classes, lambda data_dir, size: load_idx_dataset(name, data_dir, size), hflip, preset, n_train, n_test)
+
