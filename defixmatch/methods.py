@@ -439,9 +439,10 @@ def register_method(name:str, # name of the method, e.g. 'fixmatch'
     def _register(cls):
         if not (isinstance(cls, type) and issubclass(cls, SSLMethod)):
             raise TypeError(f"register_method: {cls!r} is not a subclass of SSLMethod")
-        for n in (name, debiased):  # a name is taken once: a plugin never silently replaces a method (the same class re-run may)
-            old = SSL_METHODS.get(n, (None,))[0]
-            if old is not None and (old.__module__, old.__qualname__) != (cls.__module__, cls.__qualname__):
+        for n in (name, debiased):  # a name is taken once: a plugin never silently replaces a method (the same class re-run may,
+            old = SSL_METHODS.get(n, (None,))[0]  # in its module or in an interactive session, e.g. the notebook that defines it)
+            if old is not None and not (old.__qualname__ == cls.__qualname__ and
+                                        (old.__module__ == cls.__module__ or '__main__' in (old.__module__, cls.__module__))):
                 raise ValueError(f"register_method: {n!r} is already the name of {old.__module__}.{old.__qualname__}; "
                                  f"register {cls.__qualname__} under another name")
         SSL_METHODS[name] = (cls, {**defaults, 'debiased': False})
