@@ -159,6 +159,12 @@ class SSLCheckpoint(TrackerCallback):
         if self.monitor not in self.recorder.metric_names[1:]:
             raise ValueError(f"monitor {self.monitor!r} is not a logged column: {list(self.recorder.metric_names[1:])}")
         super().before_fit()
+        # a kill between the two writes of a new best leaves `latest` naming a best checkpoint that was never written:
+        # resumed in that folder, the learner holds exactly that state, so it is written now
+        if (is_main_process() and self.best is not None and self.best_it == self.learn.iteration
+                and (self.folder/self.latest_fname).is_file() and not (self.folder/self.best_fname).is_file()):
+            save_checkpoint(self.folder/self.best_fname, **ssl_state(self.learn, best_eval_acc=float(self.best), best_it=int(self.best_it),
+                                                                     num_eval_iter=int(getattr(self.learn, 'num_eval_iter', 0))))
 
     def after_epoch(self):
         val = self.recorder.values[-1][self.idx]

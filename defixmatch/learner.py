@@ -6,7 +6,7 @@ Docs: https://defixmatch.github.io/defixmatch/learner.html.md"""
 
 # %% auto #0
 __all__ = ['ParamGroup', 'ssl_splitter', 'SSLOptimWrapper', 'sgd_nesterov', 'SSLMixedPrecision', 'SSLLearner', 'ssl_learner',
-           'learner_config', 'kept_run_state', 'WeakView', 'ssl_test_metrics']
+           'RunFolderCallback', 'learner_config', 'kept_run_state', 'WeakView', 'ssl_test_metrics']
 
 # %% ../nbs/09_learner.ipynb #631bed32
 import math, warnings
@@ -24,6 +24,7 @@ from fastai.callback.schedule import ParamScheduler
 from fastai.callback.fp16 import MixedPrecision, AMPMode
 import fastai.callback.hook, fastai.callback.schedule  # fastai's Learner.summary, Learner.lr_find
 from fastai.learner import Learner
+from fastai.callback.core import Callback
 from fastai.losses import CrossEntropyLossFlat
 from fastai.optimizer import OptimWrapper, set_item_pg
 from fastai.data.transforms import Transform, Pipeline
@@ -165,6 +166,7 @@ def ssl_learner(dls, # `DataLoaders` from `ssl_dataloaders`: training batches `(
     if amp not in (None, 'fp16', 'bf16'): raise ValueError(f"amp must be None, 'fp16' or 'bf16', got {amp!r}")
     if not lr > 0: raise ValueError(f"lr must be > 0, got {lr}")
     meth = make_method(method, **method_kwargs)
+    if isinstance(method, str) and ':' in method: meth.spec = method  # what config.json records: a new process re-imports MODULE
     tr = dls.train
     if hasattr(tr, 'views') and tuple(tr.views) != tuple(meth.views): tr.views = meth.views  # what the method reads
     if num_classes is None: num_classes = getattr(unwrap_model(model), 'num_classes', None)
@@ -178,12 +180,46 @@ def ssl_learner(dls, # `DataLoaders` from `ssl_dataloaders`: training batches `(
     learn.save_path, learn.monitor, learn.overwrite = save_path, monitor, overwrite
     return learn
 
+# %% ../nbs/09_learner.ipynb #a89adf95
+class RunFolderCallback(Callback):
+    "The run folder of a fit: claimed, `config.json` written (its one writer), the log trimmed, published at the first checkpoint, released."
+    order = -30
+    def __init__(self, save_path, # SAVE_DIR/NAME
+                 overwrite:bool=False, # a new run may replace an existing run folder (when its first checkpoint is written)
+                 config=None, # what `config.json` records: a dict (written at every fit), or a function of the learner (written once)
+                 run:RunFolder|None=None, # the folder already claimed (the command line claims it before loading data)
+                ):
+        self.save_path, self.overwrite, self.config, self.folder, self.own = Path(save_path), overwrite, config, run, False  # not `run`: fastai's switch
+
+    def open(self, learn, start:int)->Path:
+        "Claim the folder unless it was given claimed (new and staged at iteration 0, else continued in place), write `config.json`, trim the log to `start`."
+        if self.folder is None:
+            self.folder = RunFolder(self.save_path.parent, self.save_path.name, overwrite=self.overwrite, resume=start > 0).claim()
+            self.own = True
+        folder = self.folder.path
+        if start > 0: trim_log(folder/'log.csv', start)  # rows a kill left after the checkpoint
+        if not callable(self.config) or (start == 0 and not (folder/'config.json').exists()):
+            cfg = self.config(learn) if callable(self.config) else self.config
+            if cfg is not None: atomic_write(folder/'config.json', json.dumps(cfg, indent=1) + '\n')
+        learn.path = folder  # where fastai's loggers and `learn.save` write
+        return folder
+
+    def publish(self)->Path:
+        "Make a new run's staged folder the run folder (before its first checkpoint); return it."
+        return Path(self.folder.publish())
+
+    def close(self, learn):
+        "After the fit, however it ended: the learner's `path` back, the folder released if it was claimed here."
+        learn.path = self.save_path
+        if self.own: self.folder.release(); self.folder, self.own = None, False
+
 # %% ../nbs/09_learner.ipynb #3381259d
 def learner_config(learn:Learner)->dict:
     "What `config.json` records of a run made with `ssl_learner`: method, network, data and optimiser, under the flags' names."
     from defixmatch import __version__
     dls, net = learn.dls, dict(getattr(unwrap_model(learn.model), 'net_config', {}))
     out = {'version': __version__, **learn.ssl_method.record()}
+    if getattr(learn.ssl_method, 'spec', None): out['method'] = learn.ssl_method.spec  # MODULE:NAME in full
     data = getattr(dls, 'data', None)
     if data is not None:
         out.update(dataset=data.name, num_classes=len(data.classes), img_size=int(data.test_x.shape[-1]), hflip=getattr(data, 'hflip', None))
@@ -195,6 +231,7 @@ def learner_config(learn:Learner)->dict:
     if learn.save_path is not None: out.update(save_dir=str(learn.save_path.parent), save_name=learn.save_path.name)
     return {k: v for k, v in out.items() if v is not None}
 
+# %% ../nbs/09_learner.ipynb #c782d76e
 def _method_schedules(learn, cbs)->dict:
     "The schedules the method asks for, unless a `ParamScheduler` given to the learner or the fit schedules λ or the same names."
     m = getattr(learn, 'ssl_method', None)
@@ -203,6 +240,7 @@ def _method_schedules(learn, cbs)->dict:
     given = {k for cb in list(learn.cbs) + list(L(cbs)) for k in getattr(cb, 'scheds', {})}
     return {} if given & (set(want) | {'lambda_u'}) else want
 
+# %% ../nbs/09_learner.ipynb #c16f9774
 @patch
 def fit_ssl(self:SSLLearner, num_train_iter:int, # K: the run's last iteration (counted from 0)
             num_eval_iter:int|None=None, # N: iterations between evaluations; None: `len(dls.train)`
@@ -243,24 +281,17 @@ def fit_ssl(self:SSLLearner, num_train_iter:int, # K: the run's last iteration (
     self.num_eval_iter = N
     fit_cbs = [SSLIterations(K, N), ParamScheduler({'lr': SchedCosFixMatch(self.lr), **_method_schedules(self, cbs)}),
                SSLLogger(), StopOnNonFinite()]
-    own = None
+    cbs, rf = list(L(cbs)), None
     if save_path is not None and is_main_process():
-        run = getattr(self, 'run_folder', None)
-        if run is None:  # claim the run folder for this fit: new (staged) from iteration 0, else continued in place
-            run = own = RunFolder(save_path.parent, save_path.name, overwrite=getattr(self, 'overwrite', False),
-                                  resume=start > 0).claim()
-            self.run_folder = run
-        folder = run.path
-        if start > 0: trim_log(folder/'log.csv', start)
-        elif not (folder/'config.json').exists():  # a run of the Python API records what it trains, as the command line does
-            atomic_write(folder/'config.json', json.dumps(learner_config(self), indent=1) + '\n')
+        rf = next((c for c in cbs if isinstance(c, RunFolderCallback)), None)  # the command line's, claimed already
+        if rf is None: fit_cbs.append(rf := RunFolderCallback(save_path, overwrite=self.overwrite, config=learner_config))
+        folder = rf.open(self, start)
         fit_cbs.append(SSLCSVLogger(fname='log.csv', append=start > 0))
         fit_cbs.append(SSLCheckpoint(folder, monitor=getattr(self, 'monitor', 'top1_acc'), best=best, best_it=best_it))
         if has_tensorboard(): fit_cbs.append(SSLTensorBoard(folder/'tensorboard'))
-        self.path = folder  # where fastai's CSV logger writes
-    try: self.fit(math.ceil((K - start) / N), cbs=fit_cbs + list(L(cbs)))
+    try: self.fit(math.ceil((K - start) / N), cbs=fit_cbs + cbs)
     finally:
-        if own is not None: own.release(); self.run_folder = None; self.path = save_path
+        if rf is not None: rf.close(self)
     if getattr(self, 'nonfinite', None): raise FloatingPointError(self.nonfinite)
 
 # %% ../nbs/09_learner.ipynb #c802af88

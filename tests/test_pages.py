@@ -116,7 +116,7 @@ def _undocumented_after(tmp_path, monkeypatch, name, drop):
 
 def test_check_finds_an_undocumented_constant(tmp_path, monkeypatch):
     "Removing the sentence that names a constant makes it undocumented (a constant has no docstring of its own)."
-    assert 'MAX_RUN_NAME' not in undocumented('08a_runs')
-    missing = _undocumented_after(tmp_path, monkeypatch, '08a_runs',
+    assert 'MAX_RUN_NAME' not in undocumented('07a_runs')
+    missing = _undocumented_after(tmp_path, monkeypatch, '07a_runs',
                                   lambda c: c.cell_type == 'markdown' and re.search(r'\bMAX_RUN_NAME\b', c.source))
     assert missing == ['MAX_RUN_NAME'], missing

@@ -48,6 +48,11 @@ def check_run(run:Path, log_is_test:bool):
 
 def test_one_process_report_and_log_are_the_checkpoints(tmp_path):
     rep, log = check_run(train(tmp_path), log_is_test=True)
+    # the report says what it reports: the run, and only the options of its network
+    assert {k: rep[k] for k in ('method', 'debiased', 'ulb_loss_ratio', 'seed', 'num_labels', 'num_val', 'dataset', 'net', 'selection')} \
+        == dict(method='defixmatch', debiased=True, ulb_loss_ratio=0.5, seed=0, num_labels=100, num_val=0, dataset='digits', net='LeNet',
+                selection='test')
+    assert not {'depth', 'widen_factor', 'leaky_slope', 'dropout'} & set(rep), rep.keys()   # WideResNet's options
     # the EMA model is what is reported: the training weights of the same checkpoint score differently
     from defixmatch.eval import main
     with contextlib.redirect_stdout(io.StringIO()):
