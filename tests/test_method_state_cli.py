@@ -25,6 +25,11 @@ def run(tmp_path_factory):
     return d/'src'
 
 
+def _digests(folder):
+    "Every file under `folder` (relative name: sha256)."
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.rglob('*') if p.is_file()}
+
+
 def _tamper(st):
     ms = st['method_state']
     return {'nan threshold': lambda: ms['beta'].__setitem__(1, float('nan')),
@@ -65,8 +70,12 @@ def test_another_methods_state_is_refused(run, tmp_path, other, why):
     (folder/'config.json').unlink()  # nothing but the state itself says which method wrote it
     ck = folder/'latest_model.pth'
     st = torch.load(ck, weights_only=True); del st['config']; torch.save(st, ck)
+    before = _digests(folder)
     r = train('--method', other, '--resume', '--load_path', ck, '--save_dir', tmp_path, '--save_name', 'run',
               '--num_train_iter', 8, cwd=tmp_path)
     assert r.returncode != 0 and 'Traceback' not in r.stderr, r.stderr[-3000:]
     errors = [l for l in r.stderr.splitlines() if 'error' in l]
     assert len(errors) == 1 and why in errors[0], r.stderr
+    # refused before anything in the folder is written: no config.json naming the refused method, every file as it was
+    assert not (folder/'config.json').exists(), (folder/'config.json').read_text()
+    assert _digests(folder) == before
