@@ -168,9 +168,9 @@ def make_lean(learn, check_every:int=50):
         def _check(self):
             if self._bad is None or not bool(self._bad): return
             it = getattr(self.learn, 'iteration', self.train_iter)
-            self.learn.nonfinite = (f"non-finite training loss by iteration {it}: training stopped, "
-                                    "no checkpoint was written after the last evaluation")
-            warnings.warn(self.learn.nonfinite)
+            self.message = (f"non-finite training loss by iteration {it}: training stopped, "
+                            "no checkpoint was written after the last evaluation")
+            warnings.warn(self.message)
             raise CancelFitException()
 
     class LeanLearner(type(learn)):
@@ -188,7 +188,8 @@ def make_lean(learn, check_every:int=50):
         def add_cb(self, cb): self.__dict__.pop('_cb_cache', None); return super().add_cb(cb)
         def remove_cb(self, cb): self.__dict__.pop('_cb_cache', None); return super().remove_cb(cb)
         def fit(self, *args, cbs=None, **kwargs):
-            cbs = [AsyncStopOnNonFinite() if type(c) is dl.StopOnNonFinite else c for c in (cbs or [])]
+            for c in (cbs or []):  # the same object, so that `fit_ssl` reads the message it records
+                if type(c) is dl.StopOnNonFinite: c.__class__ = AsyncStopOnNonFinite
             return super().fit(*args, cbs=cbs, **kwargs)
     learn.__class__ = LeanLearner
 

@@ -191,16 +191,17 @@ def SSLTensorBoard(log_dir, # folder of the event files
 
 # %% ../nbs/07_callbacks.ipynb #85ee47d5
 class StopOnNonFinite(TerminateOnNaNCallback):
-    "Stop training, with a clear message in `learn.nonfinite`, at the first non-finite training loss."
+    "Stop training at the first non-finite training loss, the reason kept in `message`."
     order = 51  # after the Recorder
-    def before_fit(self): self.learn.nonfinite = None
+    message = None  # why the last fit stopped; None: it did not
+    def before_fit(self): self.message = None
     def after_batch(self):
         if not self.training: return
         x = getattr(self.learn, 'smooth_loss', None) if hasattr(self.learn, 'recorder') else None
         if not isinstance(x, Tensor) or x.device.type != 'cpu': x = self.learn.loss
         if bool(torch.isfinite(x).all()): return
         it = getattr(self.learn, 'iteration', self.train_iter)
-        self.learn.nonfinite = (f"non-finite training loss ({float(self.learn.loss.detach().float().mean())}) by iteration {it}: "
-                                "training stopped, no checkpoint was written after the last evaluation")
-        warnings.warn(self.learn.nonfinite)
+        self.message = (f"non-finite training loss ({float(self.learn.loss.detach().float().mean())}) by iteration {it}: "
+                        "training stopped, no checkpoint was written after the last evaluation")
+        warnings.warn(self.message)
         raise CancelFitException()

@@ -280,7 +280,7 @@ def fit_ssl(self:SSLLearner, num_train_iter:int, # K: the run's last iteration (
                          "iterations: resume from a checkpoint")
     self.num_eval_iter = N
     fit_cbs = [SSLIterations(K, N), ParamScheduler({'lr': SchedCosFixMatch(self.lr), **_method_schedules(self, cbs)}),
-               SSLLogger(), StopOnNonFinite()]
+               SSLLogger(), stop := StopOnNonFinite()]
     cbs, rf = list(L(cbs)), None
     if save_path is not None and is_main_process():
         rf = next((c for c in cbs if isinstance(c, RunFolderCallback)), None)  # the command line's, claimed already
@@ -292,7 +292,7 @@ def fit_ssl(self:SSLLearner, num_train_iter:int, # K: the run's last iteration (
     try: self.fit(math.ceil((K - start) / N), cbs=fit_cbs + cbs)
     finally:
         if rf is not None: rf.close(self)
-    if getattr(self, 'nonfinite', None): raise FloatingPointError(self.nonfinite)
+    if stop.message: raise FloatingPointError(stop.message)
 
 # %% ../nbs/09_learner.ipynb #c802af88
 @contextmanager
