@@ -208,7 +208,7 @@ def load_ssl_checkpoint(learn:Learner, # a learner made by `ssl_learner` with th
     model = unwrap_model(learn.model)
     try: model.load_state_dict(_strip_prefixes(ckpt['train_model']))
     except (RuntimeError, TypeError, AttributeError, KeyError) as e:  # tampered or another network's: one line
-        raise ValueError(f"checkpoint {path}: 'train_model' does not fit the model ({' '.join(str(e).split())[:200]})") from None
+        raise ValueError(f"{path}: 'train_model' does not fit the model ({' '.join(str(e).split())[:200]})") from None
     model.to(getattr(learn.dls, 'device', None) or default_device())
     ema = getattr(learn, 'ema', None)
     if ema is not None:
@@ -230,7 +230,7 @@ def load_ssl_checkpoint(learn:Learner, # a learner made by `ssl_learner` with th
     learn.scaler_state = ckpt.get('scaler')  # loaded by `SSLMixedPrecision` when the fit starts
     if 'rng' in ckpt:
         try: _set_rng_state(ckpt['rng'])
-        except Exception as e: raise ValueError(f"checkpoint {path}: its random-number state 'rng' is not one this package writes ({type(e).__name__})") from None
+        except Exception as e: raise ValueError(f"{path}: its random-number state 'rng' is not one this package writes ({type(e).__name__})") from None
     return ckpt
 
 # %% ../nbs/08_checkpoint.ipynb #83013298
