@@ -21,6 +21,7 @@ from .metrics import *
 from .callbacks import *
 from .checkpoint import *
 from .learner import *
+from .ipw import *
 from .diagnostics import *
 
 __all__ = [o for o in dir() if not o.startswith('_')] # nbdev writes an empty `__all__` for a module of imports

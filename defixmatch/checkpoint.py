@@ -136,7 +136,7 @@ def ssl_state(learn:Learner, # a learner made by `ssl_learner` (in or after `fit
           'rng': _rng_state()}
     if method is not None:
         st['config'] = {**method.config(), 'ema_m': ema.ema_m if ema is not None else None}
-        if method.state_names: st['method_state'] = method.state_dict()  # adaptive thresholds (`SSLMethod.register_state`)
+        if sd := method.state_dict(): st['method_state'] = sd  # adaptive thresholds (`SSLMethod.register_state`), IPW's φ (`set_label_probs`)
     scaler = getattr(learn, 'scaler', None)
     if scaler is not None and scaler.is_enabled(): st['scaler'] = scaler.state_dict()
     st.update(extra)

@@ -139,6 +139,14 @@ line override it.""")
                    'checkpoint (default 0: no validation set, the best is chosen on the test set, as the reference does)')
     g.add_argument('--label_noise', type=float, default=0.0, help="share of the labelled images' labels replaced by uniformly "
                    'drawn ones, seeded by --seed (default 0)')
+    g.add_argument('--label_probs', type=str, default=None, help='an informative labelling: each training image of class k '
+                   'labelled with probability P_k, seeded by --seed; P0,P1,...,P(C-1), one per class in (0, 1] '
+                   '(exclusive with --num_labels)')
+    g.add_argument('--ipw', type=str, default='none', choices=('none', 'oracle', 'estimate'), help='weight the risk by '
+                   'inverse labelling probabilities: none (default), oracle (the --label_probs) or estimate (from the EMA '
+                   'model once per epoch after --ipw_warmup evaluations under MCAR)')
+    g.add_argument('--ipw_warmup', type=int, default=1, help='evaluations trained without weighting before φ is first '
+                   'estimated (--ipw estimate; default 1)')
     g.add_argument('--test_label_noise', type=float, default=0.0, help='share of the test labels replaced by uniformly drawn ones, '
                    'seeded by --seed (default 0)')
     g.add_argument('--train_sampler', type=str, default='RandomSampler', help='only RandomSampler (default), as in the reference runs')
@@ -213,7 +221,8 @@ def run_name(args) -> str:
         mod = args.modified_fixmatch and (not debiased or args.modified_given)
         pre = ('Mod' if mod else '') + ('De' if debiased else '')  # the reference prefixes 'De', then 'Mod' in front
     else: pre = ('Mod' if args.modified_given else '') + f"{name}_"  # methods the reference does not have carry their name
-    return f"{pre}{dataset_name(args.dataset)}_{args.num_labels}_{float(args.ulb_loss_ratio)}_{args.seed}"
+    labels = args.num_labels if args.num_labels is not None else 'probs'   # an informative labelling (--label_probs)
+    return f"{pre}{dataset_name(args.dataset)}_{labels}_{float(args.ulb_loss_ratio)}_{args.seed}"
 
 # %% ../nbs/10a_config.ipynb #7327ec5d
 def _check_gpu(args):
@@ -232,6 +241,18 @@ NETS = ('WideResNet', 'SmallCNN', 'LeNet')
 #: Largest `--num_train_iter`: 2**31 - 1, two thousand times the reference's 2**20 (a larger value is a typo).
 _MAX_ITER = 2**31 - 1
 _FLOATS = ('lr', 'momentum', 'weight_decay', 'ema_m', 'ulb_loss_ratio', 'lambda_rampup', 'leaky_slope', 'dropout')
+
+def _check_labelling(args):
+    "`--label_probs` as a list of one probability per class, and `--ipw` and `--ipw_warmup` that fit it: one `CLIError`."
+    lp = args.label_probs
+    if lp is not None:
+        try: lp = [float(v) for v in (lp.split(',') if isinstance(lp, str) else lp)]
+        except (TypeError, ValueError): raise CLIError(f"--label_probs must be numbers separated by commas, got {args.label_probs!r}") from None
+        if len(lp) != args.num_classes: raise CLIError(f"--label_probs: {len(lp)} probabilities for {args.num_classes} classes")
+        if not all(math.isfinite(v) and 0 < v <= 1 for v in lp): raise CLIError(f"--label_probs: every probability must lie in (0, 1], got {lp}")
+        args.label_probs = lp
+    if args.ipw == 'oracle' and lp is None: raise CLIError("--ipw oracle needs --label_probs (the labelling probabilities it weights with)")
+    if args.ipw_warmup < 0: raise CLIError(f"--ipw_warmup must be >= 0, got {args.ipw_warmup}")
 
 def _check_numbers(args):
     "Every numeric flag and `--net`: one `CLIError` naming the flag, before anything is loaded."
@@ -504,6 +525,10 @@ def resolve_args(argv:list|None=None, # command-line arguments (default: `sys.ar
     preset = _preset(ds)
     args.preset = ds if preset else None
     fill = {**AUTHORS_DEFAULTS, **preset}
+    if args.label_probs is not None:
+        if args.num_labels is not None:
+            raise CLIError("--label_probs and --num_labels are exclusive: the labelled set is drawn by class probabilities or by count")
+        fill.pop('num_labels')
     for k, v in fill.items():
         if getattr(args, k) is None: setattr(args, k, v)
     if args.num_classes is None: args.num_classes = n_data
@@ -513,15 +538,16 @@ def resolve_args(argv:list|None=None, # command-line arguments (default: `sys.ar
     _check_numbers(args)
     _check_images(args)
     for k in ('num_train_iter', 'num_eval_iter', 'num_labels', 'batch_size', 'uratio', 'eval_batch_size', 'epoch'):
-        if getattr(args, k) < 1: raise CLIError(f"--{k} must be >= 1, got {getattr(args, k)}")
+        if getattr(args, k) is not None and getattr(args, k) < 1: raise CLIError(f"--{k} must be >= 1, got {getattr(args, k)}")
+    _check_labelling(args)
     if args.num_workers < 0: raise CLIError(f"--num_workers must be >= 0, got {args.num_workers}")
-    if not 0 <= args.num_val < args.num_labels:
+    if args.num_labels is not None and not 0 <= args.num_val < args.num_labels:
         raise CLIError(f"--num_val must be >= 0 and smaller than --num_labels ({args.num_labels}), got {args.num_val}")
     for k in ('label_noise', 'test_label_noise'):
         if not (math.isfinite(getattr(args, k)) and 0 <= getattr(args, k) <= 1): raise CLIError(f"--{k} must be in [0, 1], got {getattr(args, k)}")
     if args.num_train_iter > _MAX_ITER: raise CLIError(f"--num_train_iter must be at most {_MAX_ITER}, got {args.num_train_iter}")
     if not 0 <= args.seed < 2**32: raise CLIError(f"--seed must be in [0, 2**32 - 1] (numpy's seeds), got {args.seed}")
-    if args.balanced_labels and args.num_labels % args.num_classes:
+    if args.balanced_labels and args.num_labels is not None and args.num_labels % args.num_classes:
         raise CLIError(f"--num_labels {args.num_labels} is not a multiple of --num_classes {args.num_classes} "
                        "(--balanced_labels False draws the labelled set without regard to class)")
     if not 0 <= args.ema_m < 1: raise CLIError(f"--ema_m must be in [0, 1), got {args.ema_m}")

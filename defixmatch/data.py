@@ -31,6 +31,7 @@ from .batch_augment import DeviceViews, DeviceAugment, VIEW_NAMES
 from .datasets import *
 from .datasets import _fit, _read_image
 from .split import *
+from .informative import simulate_labelling, check_phi
 
 # %% ../nbs/02b_data.ipynb #df5e323d
 # the names of the datasets and of the split, importable from here as before the modules were split
@@ -266,7 +267,7 @@ class SSLDataLoaders(DataLoaders):
 
 # %% ../nbs/02b_data.ipynb #763a3914
 def ssl_dataloaders(data:SSLData, # from `load_dataset`
-                    num_labels:int, # size of the labelled set (balanced over classes)
+                    num_labels:int|None, # size of the labelled set (balanced over classes); None with `label_probs`
                     batch_size:int=64, # GLOBAL labelled batch B, divided across the `world_size` ranks
                     uratio:int=7, # unlabelled batch = uratio * B
                     n_iter:int=1024, # training steps per pass (one fastai epoch)
@@ -284,6 +285,7 @@ def ssl_dataloaders(data:SSLData, # from `load_dataset`
                     num_val:int=0, # labelled images held out for validation (`split_validation`): then `.valid`, `.test` the test set
                     label_noise:float=0., # share of the labelled images' labels replaced by uniform ones (`noisy_labels`)
                     test_label_noise:float=0., # share of the test labels replaced by uniform ones
+                    label_probs=None, # labelling probability of each class (`simulate_labelling`), instead of `num_labels`
                    )->SSLDataLoaders:
     "fastai `DataLoaders`: `.train` yields `(x, y_lb)` (every image under each view), `.valid` the validation set (the test set without one), `.test` the test set"
     for k, v in dict(batch_size=batch_size, uratio=uratio, n_iter=n_iter, eval_batch_size=eval_batch_size, world_size=world_size).items():
@@ -293,13 +295,20 @@ def ssl_dataloaders(data:SSLData, # from `load_dataset`
     if num_workers < 0: raise ValueError(f"num_workers must be >= 0, got {num_workers}")
     if isinstance(views, str) or not views or any(v not in VIEW_NAMES for v in views):
         raise ValueError(f"views must be a non-empty sequence of names from {VIEW_NAMES}, got {views!r}")
-    if not include_labeled_in_unlabeled and num_labels == len(data.train_y):
+    if not include_labeled_in_unlabeled and num_labels is not None and num_labels == len(data.train_y):
         raise ValueError(f"num_labels ({num_labels}) leaves no unlabelled examples: the training set has {len(data.train_y)} "
                          "and include_labeled_in_unlabeled=False")
     for k, v in dict(label_noise=label_noise, test_label_noise=test_label_noise).items():
         if not (isinstance(v, (int, float)) and 0 <= v <= 1): raise ValueError(f"{k} must be a number in [0, 1], got {v!r}")
     sseed = seed if split_seed is None else split_seed
-    lb_idx, ulb_idx = split_labeled(data.train_y, num_labels, data.num_classes, sseed, include_labeled_in_unlabeled, balanced)
+    if (label_probs is None) == (num_labels is None): raise ValueError("give either num_labels or label_probs, not both")
+    if label_probs is None:
+        lb_idx, ulb_idx = split_labeled(data.train_y, num_labels, data.num_classes, sseed, include_labeled_in_unlabeled, balanced)
+    else:  # an informative labelling: each image of class k labelled with probability φ_k
+        r = torch.as_tensor(simulate_labelling(data.train_y, check_phi(label_probs, data.num_classes), sseed))
+        if r.all() and not include_labeled_in_unlabeled: raise ValueError("label_probs labelled every image: no unlabelled image is left")
+        lb_idx = r.nonzero().flatten()
+        ulb_idx = torch.arange(len(r)) if include_labeled_in_unlabeled else (~r).nonzero().flatten()
     lb_idx, ulb_idx, val_idx = split_validation(data.train_y, lb_idx, ulb_idx, num_val, sseed)
     train_y, noisy_idx = noisy_labels(data.train_y, label_noise, data.num_classes, torch.cat([lb_idx, val_idx]), sseed, stream=2)
     test_y, test_noisy_idx = noisy_labels(data.test_y, test_label_noise, data.num_classes, None, sseed, stream=3)
@@ -316,5 +325,6 @@ def ssl_dataloaders(data:SSLData, # from `load_dataset`
     dls = SSLDataLoaders(train, eval_dl(data.train_x[val_idx], train_y[val_idx]) if len(val_idx) else test, device=device)
     dls.test, dls.val_idx, dls.noisy_idx, dls.test_noisy_idx, dls.test_y = test, val_idx, noisy_idx, test_noisy_idx, test_y
     dls.data, dls.lb_idx, dls.ulb_idx, dls.c, dls.vocab = data, lb_idx, ulb_idx, data.num_classes, list(data.classes)
+    dls.label_probs, dls.include_labeled_in_unlabeled = None if label_probs is None else check_phi(label_probs).tolist(), include_labeled_in_unlabeled
     return dls
 

@@ -9,13 +9,13 @@ __all__ = ['check_phi', 'simulate_labelling', 'followup_counts', 'geometric_coun
            'ipw_weights', 'ipw_risk', 'moment_estimate', 'cross_fit', 'labelling_loglik', 'em_estimate',
            'plugin_estimate', 'lr_test', 'pearson_test']
 
-# %% ../nbs/01a_informative.ipynb #32de1dcf
+# %% ../nbs/01a_informative.ipynb #44dcd21f
 import math
 import numpy as np
 import torch
 from torch import Tensor
 
-# %% ../nbs/01a_informative.ipynb #713c55e9
+# %% ../nbs/01a_informative.ipynb #f2351570
 def _as_labels(y, num_classes=None, name='y')->np.ndarray:
     "`y` as a 1-d int64 array of class indices in [0, num_classes), or a one-line `ValueError`."
     a = y.detach().cpu().numpy() if isinstance(y, Tensor) else np.asarray(y)
@@ -38,7 +38,7 @@ def check_phi(phi, # labelling probability of each class, φ_k
     if not np.all((a > 0) & (a <= 1)): raise ValueError(f"phi: every labelling probability must lie in (0, 1], got {a.tolist()}")
     return a
 
-# %% ../nbs/01a_informative.ipynb #66d40c9d
+# %% ../nbs/01a_informative.ipynb #135e6c95
 def simulate_labelling(y, # class of every training image
                        phi, # labelling probability of each class, φ_k in (0, 1]
                        seed:int=0, # the same seed gives the same labelling
@@ -48,7 +48,7 @@ def simulate_labelling(y, # class of every training image
     y = _as_labels(y, len(phi))
     return np.random.default_rng(seed).random(len(y)) < phi[y]
 
-# %% ../nbs/01a_informative.ipynb #68c08f5b
+# %% ../nbs/01a_informative.ipynb #cb0d3b76
 def followup_counts(num_classes:int=10, # K
                     base:float=400., # labelled and unlabelled images of class 0
                    )->tuple: # (n_lab, n_unl): int64 arrays of per-class counts
@@ -73,7 +73,7 @@ def implied_phi(n_lab, # labelled images per class
     n_lab, n_unl = np.asarray(n_lab, np.float64), np.asarray(n_unl, np.float64)
     return n_lab / (n_lab + n_unl)
 
-# %% ../nbs/01a_informative.ipynb #b821c2e3
+# %% ../nbs/01a_informative.ipynb #66881d58
 def labelling_from_counts(y, # class of every training image
                           n_lab, # labelled images of each class
                           n_unl=None, # unlabelled images of each class; None: all the images of the class not labelled
@@ -93,7 +93,7 @@ def labelling_from_counts(y, # class of every training image
         lb.append(idx[:n_lab[k]]); ulb.append(idx[n_lab[k]:n_lab[k] + nu])
     return np.sort(np.concatenate(lb)), np.sort(np.concatenate(ulb))
 
-# %% ../nbs/01a_informative.ipynb #e326aaf5
+# %% ../nbs/01a_informative.ipynb #79dbe8f7
 def ipw_weights(y, # classes of the labelled images, (B,)
                 phi, # labelling probability of each class, φ_k in (0, 1]
                 rho:float, # labelled fraction n_l / n of the training set
@@ -106,7 +106,7 @@ def ipw_weights(y, # classes of the labelled images, (B,)
     a = rho / phi[y]
     return a, (a if h_all else rho * (1 - phi[y]) / ((1 - rho) * phi[y]))
 
-# %% ../nbs/01a_informative.ipynb #9b47362c
+# %% ../nbs/01a_informative.ipynb #b1c322d2
 def ipw_risk(l_lb:Tensor, # per-image L on the labelled images, (B,)
              h_lb:Tensor, # per-image H on the same labelled images, (B,)
              h_ulb:Tensor, # per-image H on the unlabelled images, (μB,)
@@ -129,7 +129,7 @@ def ipw_risk(l_lb:Tensor, # per-image L on the labelled images, (B,)
     a, b = a.to(l_lb.dtype), b.to(h_lb.dtype)
     return (a * l_lb).mean() + lambda_u * (h_ulb.mean() - (b * h_lb).mean())
 
-# %% ../nbs/01a_informative.ipynb #b76b5863
+# %% ../nbs/01a_informative.ipynb #7e9fa63a
 def _as_probs(q, name='probs')->np.ndarray:
     "`q` as a float64 (n, K) array, or a one-line `ValueError`."
     a = np.asarray(q.detach().cpu() if isinstance(q, Tensor) else q, dtype=np.float64)
@@ -140,8 +140,9 @@ def _as_probs(q, name='probs')->np.ndarray:
 def moment_estimate(g_lab, # features g(x) of the labelled images, (n_l, K): softmax outputs or one-hot predictions
                     y_lab, # their classes, (n_l,)
                     g_all, # the same features of every training image, labelled ones included, (n, K)
+                    n_all:int|None=None, # when g_all is a uniform sample: the number of images it is drawn from (b is scaled up)
                    )->dict: # phi, w = 1/φ, cond (condition number of A), A, b
-    "Solve A w = b, A_jk = Σ_{lab, y=k} g_j, b_j = Σ_all g_j, by least squares with w ≥ 1; φ = 1/w."
+    "Solve A w = b, A_jk = Σ_{lab, y=k} g_j, b_j = Σ_all g_j, by least squares with 1 ≤ w_k ≤ n/n_l,k; φ = 1/w."
     from scipy.optimize import lsq_linear
     g_lab, g_all = _as_probs(g_lab, 'g_lab'), _as_probs(g_all, 'g_all')
     K = g_lab.shape[1]
@@ -151,8 +152,10 @@ def moment_estimate(g_lab, # features g(x) of the labelled images, (n_l, K): sof
     missing = np.setdiff1d(np.arange(K), y_lab)
     if missing.size: raise ValueError(f"classes {missing.tolist()} have no labelled image: their φ cannot be estimated (φ_k > 0 is needed)")
     A = np.stack([g_lab[y_lab == k].sum(0) for k in range(K)], 1)
-    b = g_all.sum(0)
-    w = lsq_linear(A, b, bounds=(1., np.inf)).x
+    n = len(g_all) if n_all is None else n_all
+    b = g_all.sum(0) * (n / len(g_all))
+    # φ_k = n_l,k / (n_l,k + n_u,k) lies in [n_l,k / n, 1]: w = 1/φ in [1, n / n_l,k]
+    w = lsq_linear(A, b, bounds=(np.ones(K), n / np.bincount(y_lab, minlength=K))).x
     return dict(phi=1 / w, w=w, cond=float(np.linalg.cond(A)), A=A, b=b)
 
 def cross_fit(fit_predict, # fit_predict(train_idx, test_idx) -> features of the test images, (len(test_idx), K)
@@ -171,7 +174,7 @@ def cross_fit(fit_predict, # fit_predict(train_idx, test_idx) -> features of the
         out[te] = p
     return out
 
-# %% ../nbs/01a_informative.ipynb #6f9649a8
+# %% ../nbs/01a_informative.ipynb #79f2155d
 def _ratio(q, prior_q):
     return q / np.clip(prior_q, 1e-12, None)
 
@@ -231,7 +234,7 @@ def plugin_estimate(q_all, # classifier posteriors of every training image, (n, 
     n_lk = np.asarray(n_lab_per_class, np.float64)
     return np.clip(n_lk / (len(q_all) * np.clip(q_all.mean(0), 1e-12, None)), 1e-12, 1.)
 
-# %% ../nbs/01a_informative.ipynb #584eb395
+# %% ../nbs/01a_informative.ipynb #727e0dfb
 def _chi2_sf(stat, df):
     from scipy.stats import chi2
     return float(chi2.sf(stat, df))
@@ -242,12 +245,13 @@ def lr_test(q_lab, # classifier posteriors of the labelled images, (n_l, K)
             prior_q=None, # class prior the classifier was fitted under; None: the labelled proportions
             n_boot:int=0, # parametric bootstrap draws under H0 (0: the χ² reference only)
             seed:int=0,
+            tol:float=1e-8, # EM stops when no class proportion moves by more than this
            )->dict: # test, statistic, df, p_value (χ²), p_value_boot (None without n_boot), phi_hat
     "Likelihood-ratio test of MCAR (all φ_k equal) against class-dependent φ, with the classifier fixed."
     q_lab, y_lab, q_unl, prior_q, n_lk = _check_em_args(q_lab, y_lab, q_unl, prior_q)
     K = len(n_lk)
     def stat(ql, yl, qu):
-        m1, m0 = em_estimate(ql, yl, qu, prior_q), em_estimate(ql, yl, qu, prior_q, mcar=True)
+        m1, m0 = em_estimate(ql, yl, qu, prior_q, tol=tol), em_estimate(ql, yl, qu, prior_q, mcar=True, tol=tol)
         return max(0., 2 * (m1['loglik'] - m0['loglik'])), m1, m0
     lam, m1, m0 = stat(q_lab, y_lab, q_unl)
     out = dict(test='likelihood ratio', statistic=lam, df=K - 1, p_value=_chi2_sf(lam, K - 1), p_value_boot=None,

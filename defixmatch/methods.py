@@ -22,6 +22,7 @@ from fastcore.docments import docments
 from fastai.callback.core import Callback
 
 from .losses import sup_loss, fixmatch_h, pseudo_label_h, entropy_h, dessl_risk, lambda_bound, LambdaBound
+from .informative import ipw_weights, check_phi
 
 # %% ../nbs/05_methods.ipynb #76b1a862
 def split_views(t:Tensor, # logits or inputs of a training batch, rows in the loader's order
@@ -236,17 +237,27 @@ def register_state(self:SSLMethod, name:str, # attribute the state is read from,
 @patch(as_prop=True)
 def state_names(self:SSLMethod)->list: return list(self.__dict__.get('_state_names', []))
 
+_LABEL_KEYS = ('label_phi', 'label_rho', 'label_h_all') # the IPW weighting's entries of a state dict (`set_label_probs`)
+
 @patch
 def state_dict(self:SSLMethod)->dict:
-    "`{name: tensor}`: the state, detached copies on the CPU (empty for a method without state)."
-    return {k: getattr(self, k).detach().cpu().clone() for k in self.state_names}
+    "`{name: tensor}`: the state, detached copies on the CPU, and the IPW weighting's φ where set (empty for neither)."
+    sd = {k: getattr(self, k).detach().cpu().clone() for k in self.state_names}
+    if getattr(self, 'label_phi', None) is not None:
+        sd.update(label_phi=self.label_phi.detach().cpu().clone(), label_rho=torch.tensor(self.label_rho, dtype=torch.float64),
+                  label_h_all=torch.tensor(self.label_h_all))
+    return sd
 
 @patch
 def load_state_dict(self:SSLMethod, sd:dict):
     "Set the state from `sd` (from `state_dict`); a one-line `ValueError` if it is not this method's."
-    own = self.state_dict()
+    own = {k: v for k, v in self.state_dict().items() if k not in _LABEL_KEYS}
     if not isinstance(sd, dict) or not all(isinstance(v, Tensor) for v in sd.values()):
         raise ValueError(f"the state of {type(self).__name__} must be a dict of tensors, got {type(sd).__name__}")
+    if 'label_phi' in sd:
+        if not {'label_rho', 'label_h_all'} <= set(sd): raise ValueError("the state's label_phi comes without label_rho and label_h_all")
+        self.set_label_probs(sd['label_phi'], float(sd['label_rho']), bool(sd['label_h_all']))
+    sd = {k: v for k, v in sd.items() if k not in _LABEL_KEYS}
     if own and set(sd) != set(own):
         raise ValueError(f"the state {sorted(sd)} is not {type(self).__name__}'s {sorted(own)}")
     for k, v in sd.items():
@@ -311,6 +322,15 @@ def check_state(self:SSLMethod, sd:dict|None, # a state read from a checkpoint (
         return
     if not isinstance(sd, dict) or not all(isinstance(k, str) and isinstance(v, Tensor) for k, v in sd.items()):
         bad(f"expected a dict of named tensors, got {type(sd).__name__}")
+    if any(k in sd for k in _LABEL_KEYS):  # the IPW weighting's φ (`set_label_probs`), beside any method's own state
+        lab = {k: sd.get(k) for k in _LABEL_KEYS}
+        if any(v is None or v.is_complex() for v in lab.values()): bad(f"the IPW weighting needs all of {', '.join(_LABEL_KEYS)}")
+        phi, rho, h_all = lab['label_phi'], lab['label_rho'], lab['label_h_all']
+        if phi.dtype != torch.float32 or phi.shape != (num_classes,) or not ((phi > 0) & (phi <= 1)).all():
+            bad(f"'label_phi' must be float32 ({num_classes},) in (0, 1], got {_describe(phi)}")
+        if rho.dtype != torch.float64 or rho.ndim or not 0 < rho.item() < 1: bad(f"'label_rho' must be a float64 scalar in (0, 1)")
+        if h_all.dtype != torch.bool or h_all.ndim: bad(f"'label_h_all' must be a bool scalar, got {_describe(h_all)}")
+        sd = {k: v for k, v in sd.items() if k not in _LABEL_KEYS}
     extra, missing = [k for k in sd if k not in spec], [k for k in spec if k not in sd]
     if extra: bad(f"{name} holds no {', '.join(map(repr, extra))[:200]} (a state of another method?)")
     if missing: bad(f"{', '.join(map(repr, missing))} missing")
@@ -350,13 +370,29 @@ def ask_h_lb(self:SSLMethod):
     "Have the next `loss` compute H on the labelled images too (into `terms`), for a callback, even when not debiased."
     self._h_lb_asked = True
 
+SSLMethod.label_phi = None # φ of the IPW weighting (`set_label_probs`); None: no weighting
+
+@patch
+def set_label_probs(self:SSLMethod, phi=None, # labelling probability φ_k of each class; None: no weighting (labels MCAR)
+                    rho:float|None=None, # labelled fraction n_l / n of the training set
+                    h_all:bool=True, # the unlabelled images are drawn from all training images (the loaders' default)
+                   ):
+    "Weight the risk by inverse labelling probabilities (IPW, `ipw_weights`): a_y on each labelled L, b_y on its H."
+    if phi is None: self.label_phi = None; return
+    if rho is None or not 0 < rho < 1: raise ValueError(f"rho: the labelled fraction must lie in (0, 1), got {rho}")
+    self.label_phi, self.label_rho, self.label_h_all = torch.as_tensor(check_phi(phi), dtype=torch.float32), float(rho), bool(h_all)
+
 @patch
 def risk(self:SSLMethod, t:StepTerms, # the step's per-image terms, with their gradients
+         y:Tensor|None=None, # the labelled images' classes (read only by the IPW weighting)
         )->Tensor:
-    "The risk of the step from its per-image terms: eq. 5 when debiased, eq. 2 otherwise, $L$ alone at λ = 0."
-    sup, lam = t.l_lb.mean(), self.lam
+    "The risk of the step from its per-image terms: eq. 5 when debiased, eq. 2 otherwise, $L$ alone at λ = 0; IPW-weighted when `label_phi` is set."
+    phi = getattr(self, 'label_phi', None)
+    a, b = (None, None) if phi is None or y is None else ipw_weights(y, phi.to(y.device), self.label_rho, self.label_h_all)
+    mean = lambda v, w: v.mean() if w is None else (w.to(v.dtype) * v).mean()
+    sup, lam = mean(t.l_lb, a), self.lam
     if lam == 0: return sup
-    return dessl_risk(sup, t.h_ulb.mean(), None if t.h_lb is None else t.h_lb.mean(), lam, debiased=self.debiased)
+    return dessl_risk(sup, t.h_ulb.mean(), None if t.h_lb is None else mean(t.h_lb, b), lam, debiased=self.debiased)
 
 # %% ../nbs/05_methods.ipynb #9b72fe87
 @patch
@@ -377,7 +413,7 @@ def loss(self:SSLMethod, pred:Tensor, # logits of a whole training batch
         with torch.set_grad_enabled(grad and lam != 0 and self.debiased): h_lb, mask_lb = self.per_image_h(lb, xl)
     self._h_lb_asked = False
     terms = StepTerms(l_lb, h_ulb, h_lb, mask, mask_lb)
-    total = self.risk(terms)
+    total = self.risk(terms, y)
     if update and type(self).update is not SSLMethod.update:  # both H above read the state as it was before this step
         with torch.no_grad():
             xs = tuple(gather_processes(v.detach()) for v in xu) if self.update_reads_inputs and xu is not None else None

@@ -30,7 +30,7 @@ def build_data(args, # from `resolve_args`
                           n_iter=min(args.num_eval_iter, args.num_train_iter), eval_batch_size=args.eval_batch_size,
                           seed=args.seed, num_workers=args.num_workers, rank=rank, world_size=world_size, device=device,
                           balanced=args.balanced_labels, num_val=args.num_val, label_noise=args.label_noise,
-                          test_label_noise=args.test_label_noise)
+                          test_label_noise=args.test_label_noise, label_probs=getattr(args, 'label_probs', None))
     return data, dls
 
 # %% ../nbs/11_train.ipynb #816007ae
@@ -52,6 +52,8 @@ def build_learner(args, dls, accelerator=None, cbs=None,
     learn = ssl_learner(dls, model, method=args.method, lr=args.lr, momentum=args.momentum, wd=args.weight_decay, ema_m=args.ema_m, save_dir=Path(path).parent if path else args.save_dir,
                         save_name=Path(path).name if path else args.save_name, amp='fp16' if args.amp else None, num_classes=args.num_classes,
                         cbs=cbs, **args.method_kwargs)
+    from defixmatch.ipw import setup_ipw   # informative labels: the risk weighted by 1/φ (none: today's)
+    setup_ipw(learn, getattr(args, 'ipw', 'none'), getattr(args, 'label_probs', None), warmup=getattr(args, 'ipw_warmup', 1))
     return learn
 
 # %% ../nbs/11_train.ipynb #0cea65c3
@@ -117,6 +119,10 @@ def write_report(learn, data, args, final, # the published run folder
                  wall_time:float, # seconds since the process started
                 )->dict:
     "Print the report of the run and write it as `report.json`: the last EMA model, and the best checkpoint where there is one."
+    informative = None   # φ̂ and the test of informative labels, from the last EMA model (before the report loads the best)
+    if getattr(args, 'label_probs', None) is not None or getattr(args, 'ipw', 'none') != 'none':
+        from defixmatch.ipw import informative_report
+        informative = informative_report(learn)
     out = learner_report(learn, data, final, **report_run(args, data))
     out['settings'].update(wall_time_s=round(wall_time, 1))
     print(format_report(out['metrics'], out['classes'], report_header(out['settings'])), flush=True)
@@ -126,6 +132,10 @@ def write_report(learn, data, args, final, # the published run folder
         print(f"{'best checkpoint':<16}{b['load_path']} (iteration {b['iteration']}, chosen on {rep['selection']} accuracy{chosen})\n"
               f"{'  test accuracy':<16}{100 * b['acc']:6.2f} %\n{'  cross-entropy':<16}{b['ce']:8.4f}\n{'  ECE (15 bins)':<16}{b['ece']:8.4f}", flush=True)
         rep['best'] = b
+    if informative is not None:
+        rep.update(informative); t = rep['informative_labels_test']
+        print(f"{'phi_hat':<16}{', '.join(f'{v:.3f}' for v in rep['phi_hat'])}\n"
+              f"{'informative':<16}{t['test']} {t['statistic']:.1f} (df {t['df']}), p = {t['p_value']:.3g}", flush=True)
     _write_json(final/'report.json', rep)
     print(f"{'log':<16}{final/'log.csv'}\n{'report':<16}{final/'report.json'}\n"
           f"{'checkpoints':<16}{final/'latest_model.pth'}, {final/'model_best.pth'}", flush=True)
@@ -169,7 +179,7 @@ def train(args, # from `resolve_args`
         _log("warning: --amp needs a GPU, training in float32"); args.amp = False
     if main:
         _log(f"{args.method} (lambda={args.ulb_loss_ratio}, modified supervised loss: {args.modified_fixmatch}) on "
-             f"{args.dataset}: {args.num_labels} labels, {args.net}, {args.num_train_iter} iterations, "
+             f"{args.dataset}: {len(dls.lb_idx) if args.num_labels is None else args.num_labels} labels, {args.net}, {args.num_train_iter} iterations, "
              f"{world} process(es) on {acc.device.type}, run folder {run.final_path}")
     torch.manual_seed(args.seed)  # same initial weights on every rank (DDP also broadcasts rank 0's)
     learn = build_learner(args, dls, acc, path=run.path if main else None)
