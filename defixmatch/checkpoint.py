@@ -171,12 +171,12 @@ class SSLCheckpoint(TrackerCallback):
         self.new_best = val is not None and math.isfinite(val) and bool(self.comp(val - self.min_delta, self.best))
         if self.new_best: self.best, self.best_it = float(val), self.learn.iteration
         if not is_main_process(): return
-        run = getattr(self.learn, 'run_folder', None)  # a new run's folder appears with its first checkpoint
-        folder = Path(run.publish()) if run is not None else self.folder
         st = ssl_state(self.learn, best_eval_acc=float(self.best), best_it=int(self.best_it),
                        num_eval_iter=int(getattr(self.learn, 'num_eval_iter', 0)))
-        save_checkpoint(folder/self.latest_fname, **st)
-        if self.new_best: save_checkpoint(folder/self.best_fname, **st)
+        save_checkpoint(self.folder/self.latest_fname, **st)
+        run = getattr(self.learn, 'run_folder', None)  # the `RunFolderCallback`, if any: a new run's folder appears
+        if run is not None: run.publish()               # once its first checkpoint is whole (a full disk publishes nothing)
+        if self.new_best: save_checkpoint(self.folder/self.best_fname, **st)
 
 # %% ../nbs/08_checkpoint.ipynb #e5fef12f
 def _regroup(sd:dict, opt)->dict:

@@ -514,6 +514,9 @@ def resolve_args(argv:list|None=None, # command-line arguments (default: `sys.ar
     from_file = _apply_config_file(p, config_file) if config_file else set()
     args = p.parse_args(argv)
     args._own_flags = p._own_flags
+    given = _on_command_line(p, argv, {'method', 'debiased'})
+    if 'debiased' in from_file and 'method' in given and 'debiased' not in given:
+        args.debiased = False  # (the flag's default) a file's `debiased` records its own method, not the one named here
     where = from_file & {'save_dir', 'save_name'}
     if args.overwrite and where and not resumed and (where := where - _on_command_line(p, argv, where)):
         raise CLIError(f"--overwrite: {' and '.join(sorted(where))} come from --config {config_file}; a file may not choose "

@@ -205,7 +205,7 @@ class RunFolderCallback(Callback):
         return folder
 
     def publish(self)->Path:
-        "Make a new run's staged folder the run folder (before its first checkpoint); return it."
+        "Make a new run's staged folder the run folder (once its first checkpoint is written); return it."
         return Path(self.folder.publish())
 
     def close(self, learn):

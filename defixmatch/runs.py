@@ -226,4 +226,6 @@ def disk_full_one_line(folder, # the run folder, named in the message
     except DiskFullError: raise
     except Exception as e:
         if not is_disk_full(e, folder): raise
-        raise DiskFullError(f"disk full: no space left to write in {folder} (checkpoints written before are intact)") from None
+        kept = ('checkpoints written before are intact' if Path(folder).is_dir()  # published with its first checkpoint
+                else 'no run folder was kept: its first checkpoint could not be written')
+        raise DiskFullError(f"disk full: no space left to write in {folder} ({kept})") from None

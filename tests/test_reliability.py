@@ -205,6 +205,17 @@ def test_full_disk_is_one_line_and_earlier_checkpoints_stay_readable(tmp_path):
         assert _ckpt_it(disk/RUN/'latest_model.pth') >= N   # the checkpoint written before the disk filled up
     finally: subprocess.run(['umount', str(disk)])
 
+def test_full_disk_before_the_first_checkpoint_leaves_no_run_folder(tmp_path):
+    "A run whose first checkpoint does not fit publishes nothing: no folder that a resume would find without a checkpoint."
+    disk = tmp_path/'tiny_disk'
+    if not _mount_tmpfs(disk, '40k'):   # room for config.json and the log, not for a checkpoint
+        print("skipped: a small disk needs permission to mount a tmpfs"); pytest.skip("cannot mount a tmpfs")
+    try:
+        res = cli('train', *SMALL, '--save_dir', disk)
+        assert_one_line_error(res, 'disk full', 'no run folder was kept', code=1)
+        assert list(disk.iterdir()) == []   # no run folder, staging folder or lock left
+    finally: subprocess.run(['umount', str(disk)])
+
 def test_resume_with_other_method_dataset_or_net_is_refused(tmp_path):
     res = cli('train', *SMALL, '--num_train_iter', 10, '--save_dir', tmp_path)
     assert res.returncode == 0, res.stderr[-2000:]
