@@ -421,7 +421,7 @@ def load_idx_dataset(name:str='fashion_mnist', # 'fashion_mnist' or 'mnist'
 FIXED_SIZE_DATASETS = ('cifar10', 'cifar100', 'svhn', 'svhn_extra')
 DATASET_NUM_CLASSES = {'cifar10': 10, 'cifar100': 100, 'svhn': 10, 'svhn_extra': 10, 'digits': 10, 'mnist': 10, 'fashion_mnist': 10,
                        **{k: len(c) for k, (c, _) in MEDMNIST.items()}}
-DATASET_NAMES = tuple(DATASET_NUM_CLASSES)
+DATASET_NAMES = list(DATASET_NUM_CLASSES)  # one list, extended in place by `register_dataset` (re-exports stay current)
 #: Datasets registered with `register_dataset`: name -> (loader, whether a horizontal flip keeps the label).
 DATASET_LOADERS = {}
 #: Command-line presets of registered datasets (a dict of flags, or the name of one of the command line's presets).
@@ -534,8 +534,7 @@ def register_dataset(name:str, # the name `load_dataset` and `--dataset` take (l
     DATASET_NUM_CLASSES[name] = len(classes)
     DATASET_LOADERS[name] = (loader, bool(hflip))
     if preset is not None: DATASET_PRESETS[name] = preset
-    global DATASET_NAMES
-    DATASET_NAMES = tuple(DATASET_NUM_CLASSES)
+    DATASET_NAMES.append(name)
 
 def register_idx_dataset(name:str, # e.g. 'kmnist'
                          classes:tuple, # class names, in label order
