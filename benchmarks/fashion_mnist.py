@@ -128,6 +128,22 @@ def run_one(data, k:dict, clean_dl=None)->tuple:
     return row, {'curves': curve}
 
 
+def load_data(a, out:Path):
+    "Torch on `a.threads` threads, then Fashion-MNIST from `a.data_dir` (with `a.quick`, small idx files written in `out/idx`); the data and the seconds it took."
+    import torch
+    torch.set_num_threads(a.threads)
+    with contextlib.suppress(RuntimeError): torch.set_num_interop_threads(1)
+    warnings.filterwarnings('ignore', message='`torch.jit.script` is deprecated')
+    from defixmatch.data import load_dataset
+    t = time.time()
+    if a.quick:
+        from defixmatch.datasets import load_idx_dataset
+        a.data_dir = str(out/'idx')
+        _write_quick_idx(Path(a.data_dir))
+        data = load_idx_dataset('fashion_mnist', a.data_dir, size=a.size)
+    else: data = load_dataset('fashion_mnist', a.data_dir, size=a.size)
+    return data, time.time() - t
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--out', type=Path, default=None, help='folder of the result files (default benchmarks/results)')
@@ -159,19 +175,7 @@ def main(argv=None):
     out.mkdir(parents=True, exist_ok=True)
     if a.eval_every > a.iterations: raise ValueError(f"--eval_every ({a.eval_every}) must be <= --iterations ({a.iterations})")
 
-    import torch
-    torch.set_num_threads(a.threads)
-    with contextlib.suppress(RuntimeError): torch.set_num_interop_threads(1)
-    warnings.filterwarnings('ignore', message='`torch.jit.script` is deprecated')
-    from defixmatch.data import load_dataset
-    t = time.time()
-    if a.quick:
-        from defixmatch.datasets import load_idx_dataset
-        a.data_dir = str(out/'idx')
-        _write_quick_idx(Path(a.data_dir))
-        data = load_idx_dataset('fashion_mnist', a.data_dir, size=a.size)
-    else: data = load_dataset('fashion_mnist', a.data_dir, size=a.size)
-    load_s = time.time() - t
+    data, load_s = load_data(a, out)
     runs_csv, curves_csv, side = out/f'{a.name}_runs.csv', out/f'{a.name}_curves.csv', out/f'{a.name}_runs.json'
     g = Grid(runs_csv, KEY, FIELDS, extra={'curves': (curves_csv, CURVE_FIELDS)})
     fixed = dict(iterations=a.iterations, eval_every=a.eval_every, num_labels=a.num_labels, num_val=a.num_val,

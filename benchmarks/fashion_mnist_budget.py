@@ -239,19 +239,7 @@ def main(argv=None):
     if a.eval_every > a.iterations: raise SystemExit(f"--eval_every ({a.eval_every}) must be <= --iterations ({a.iterations})")
     if not 0 < a.val_frac < 1: raise SystemExit(f"--val_frac must be between 0 and 1, got {a.val_frac}")
 
-    import torch
-    torch.set_num_threads(a.threads)
-    with contextlib.suppress(RuntimeError): torch.set_num_interop_threads(1)
-    warnings.filterwarnings('ignore', message='`torch.jit.script` is deprecated')
-    from defixmatch.data import load_dataset
-    t = time.time()
-    if a.quick:
-        from defixmatch.datasets import load_idx_dataset
-        a.data_dir = str(out/'idx')
-        fm._write_quick_idx(Path(a.data_dir))
-        data = load_idx_dataset('fashion_mnist', a.data_dir, size=a.size)
-    else: data = load_dataset('fashion_mnist', a.data_dir, size=a.size)
-    load_s = time.time() - t
+    data, load_s = fm.load_data(a, out)
     runs_csv, curves_csv, side = out/f'{a.name}_runs.csv', out/f'{a.name}_curves.csv', out/f'{a.name}_runs.json'
     g = Grid(runs_csv, KEY, FIELDS, extra={'curves': (curves_csv, CURVE_FIELDS)})
     fixed = dict(iterations=a.iterations, eval_every=a.eval_every, size=a.size, batch=a.batch, uratio=a.uratio, ema_m=a.ema_m)
