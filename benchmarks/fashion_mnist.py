@@ -144,6 +144,12 @@ def load_data(a, out:Path):
     else: data = load_dataset('fashion_mnist', a.data_dir, size=a.size)
     return data, time.time() - t
 
+def setup_record(data, size:int)->dict:
+    "What every Fashion-MNIST grid records of its data, optimiser and checkpoint selection."
+    return dict(data=f"fashion_mnist: {len(data.train_y)} train / {len(data.test_y)} test, {size}x{size}, hflip=False",
+                optimiser='SGD nesterov lr=0.03 mom=0.9 wd=5e-4 (not on BatchNorm), lr*cos(7 pi k/16K)',
+                selection='model_best.pth at the best validation accuracy (first iteration reaching it)')
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--out', type=Path, default=None, help='folder of the result files (default benchmarks/results)')
@@ -185,10 +191,8 @@ def main(argv=None):
     if a.methods: runs = [k for k in runs if k['method'] in a.methods]
     budget = dict(fixed, threads=a.threads, num_workers=0, net='LeNet (in_channels=3)', lambdas_pl=[0.] + list(a.lambdas),
                   noises_pl=list(a.noises), lambda_fm=LAMBDA_FM, p_cutoff=0.95, eval_batch_size=1000,
-                  data=f"fashion_mnist: {len(data.train_y)} train / {len(data.test_y)} test, {a.size}x{a.size}, hflip=False",
-                  optimiser='SGD nesterov lr=0.03 mom=0.9 wd=5e-4 (not on BatchNorm), lr*cos(7 pi k/16K)',
+                  **setup_record(data, a.size),
                   sup_loss_pl='plain CE, one weak view', sup_loss_fm='eq. 52: CE of a weak and a strong view',
-                  selection='model_best.pth at the best validation accuracy (first iteration reaching it)',
                   noise='label_noise and test_label_noise of ssl_dataloaders (uniform labels, seeded by the split seed)')
     args = sys.argv[1:] if argv is None else [str(v) for v in argv]
     entry = dict(command=' '.join(['python', 'benchmarks/fashion_mnist.py', *args]), started=now(), versions=versions(),

@@ -245,10 +245,8 @@ def main(argv=None):
     fixed = dict(iterations=a.iterations, eval_every=a.eval_every, size=a.size, batch=a.batch, uratio=a.uratio, ema_m=a.ema_m)
     budget = dict(fixed, labels=list(a.labels), val_frac=a.val_frac, threads=a.threads, num_workers=0,
                   net='LeNet (in_channels=3)', lambda_u=LAMBDA, p_cutoff=0.95, eval_batch_size=1000,
-                  data=f"fashion_mnist: {len(data.train_y)} train / {len(data.test_y)} test, {a.size}x{a.size}, hflip=False",
-                  optimiser='SGD nesterov lr=0.03 mom=0.9 wd=5e-4 (not on BatchNorm), lr*cos(7 pi k/16K)',
+                  **fm.setup_record(data, a.size),
                   sup_loss='eq. 52: CE of a weak and a strong view', complete_case='the same loss, lambda = 0',
-                  selection='model_best.pth at the best validation accuracy (first iteration reaching it)',
                   curves='validation and test metrics of the EMA model every eval_every iterations (all the test images)')
     args = sys.argv[1:] if argv is None else [str(v) for v in argv]
     entry = dict(command=' '.join(['python', 'benchmarks/fashion_mnist_budget.py', *args]), started=now(), versions=versions(),
