@@ -45,11 +45,12 @@ class SSLIterations(Callback):
 
     def before_fit(self):
         self.learn.iteration = start = int(getattr(self.learn, 'iteration', 0))  # the run's counter (`SSLLearner`)
-        self.learn.num_train_iter, self.epoch_offset = self.num_train_iter, start // self.num_eval_iter
+        self.epoch_offset = start // self.num_eval_iter
+        self.run_epoch = self.epoch_offset - 1  # the last whole epoch before this fit
 
     def before_epoch(self):
-        self.learn.ssl_epoch = self.epoch + self.epoch_offset
-        if hasattr(self.dls.train, 'set_epoch'): self.dls.train.set_epoch(self.learn.ssl_epoch)
+        self.run_epoch = self.epoch + self.epoch_offset  # the run's epoch (fastai's `epoch` counts within one `fit`)
+        if hasattr(self.dls.train, 'set_epoch'): self.dls.train.set_epoch(self.run_epoch)
 
     def before_train(self): self.cut = False
     def before_batch(self):
@@ -149,7 +150,8 @@ class SSLLogger(Callback):
         self.values = [float('nan')] * len(self.names)
 
     def before_epoch(self):
-        self.learn.recorder.log[0] = getattr(self.learn, 'ssl_epoch', self.epoch)
+        its = getattr(self.learn, 'ssl_iterations', None)
+        self.learn.recorder.log[0] = self.epoch if its is None else its.run_epoch
     def before_train(self): self._sum, self._n = None, 0
     def after_batch(self):
         if not self.training: return

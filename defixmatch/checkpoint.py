@@ -126,12 +126,13 @@ def ssl_state(learn:Learner, # a learner made by `ssl_learner` (in or after `fit
     ema = getattr(learn, 'ema', None)
     method = getattr(learn, 'ssl_method', None)
     it = learn.iteration
+    its = getattr(learn, 'ssl_iterations', None)  # the fit's `SSLIterations`: K, N and the run's epoch
     st = {'train_model': unwrap_model(learn.model).state_dict(),
           'eval_model': (ema.module if ema is not None and ema.module is not None else unwrap_model(learn.model)).state_dict(),
           'optimizer': learn.opt.state_dict() if learn.opt is not None else None,
           'scheduler': {'schedule': 'cos', 'lr': float(learn.lr), 'cycles': 7/16,
-                        'num_train_iter': int(getattr(learn, 'num_train_iter', 0)), 'last_epoch': it},
-          'it': it, 'epoch': int(getattr(learn, 'ssl_epoch', -1)) + 1,
+                        'num_train_iter': its.num_train_iter if its is not None else 0, 'last_epoch': it},
+          'it': it, 'epoch': its.run_epoch + 1 if its is not None else 0,
           'ema_n_averaged': int(ema.averaged.n_averaged) if ema is not None and ema.averaged is not None else 0,
           'rng': _rng_state()}
     if method is not None:
@@ -155,6 +156,10 @@ class SSLCheckpoint(TrackerCallback):
         super().__init__(monitor=monitor, comp=comp, reset_on_fit=best is None)
         self.best, self.best_it, self.folder, self.latest_fname, self.best_fname = best, best_it, Path(path), latest_fname, best_fname
 
+    def _num_eval_iter(self)->int:
+        its = getattr(self.learn, 'ssl_iterations', None)
+        return int(its.num_eval_iter) if its is not None else 0
+
     def before_fit(self):
         if self.monitor not in self.recorder.metric_names[1:]:
             raise ValueError(f"monitor {self.monitor!r} is not a logged column: {list(self.recorder.metric_names[1:])}")
@@ -164,15 +169,14 @@ class SSLCheckpoint(TrackerCallback):
         if (is_main_process() and self.best is not None and self.best_it == self.learn.iteration
                 and (self.folder/self.latest_fname).is_file() and not (self.folder/self.best_fname).is_file()):
             save_checkpoint(self.folder/self.best_fname, **ssl_state(self.learn, best_eval_acc=float(self.best), best_it=int(self.best_it),
-                                                                     num_eval_iter=int(getattr(self.learn, 'num_eval_iter', 0))))
+                                                                     num_eval_iter=self._num_eval_iter()))
 
     def after_epoch(self):
         val = self.recorder.values[-1][self.idx]
         self.new_best = val is not None and math.isfinite(val) and bool(self.comp(val - self.min_delta, self.best))
         if self.new_best: self.best, self.best_it = float(val), self.learn.iteration
         if not is_main_process(): return
-        st = ssl_state(self.learn, best_eval_acc=float(self.best), best_it=int(self.best_it),
-                       num_eval_iter=int(getattr(self.learn, 'num_eval_iter', 0)))
+        st = ssl_state(self.learn, best_eval_acc=float(self.best), best_it=int(self.best_it), num_eval_iter=self._num_eval_iter())
         save_checkpoint(self.folder/self.latest_fname, **st)
         run = getattr(self.learn, 'run_folder', None)  # the `RunFolderCallback`, if any: a new run's folder appears
         if run is not None: run.publish()               # once its first checkpoint is whole (a full disk publishes nothing)

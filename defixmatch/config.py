@@ -15,7 +15,7 @@ __all__ = ['AUTHORS_DEFAULTS', 'PRESETS', 'HFLIP', 'NETS', 'MAX_CONFIG_BYTES', '
 import argparse, json, math, os, sys, warnings
 from pathlib import Path
 from .cli import str2bool, CLIError, ArgumentParser, CONFIG_NAME, run_config, short_repr, MAX_IMG_SIZE
-from .runs import RunFolder, RunFolderError, check_run_name
+from .runs import RunFolderError, check_run_name, folder_in_use
 
 # %% ../nbs/10a_config.ipynb #73c1ff5b
 #: Defaults of the reference implementation for the flags a dataset preset may change.
@@ -38,7 +38,7 @@ def methods()->list:
     load_method_plugins()
     return list(SSL_METHODS)
 
-# %% ../nbs/10a_config.ipynb #b35fc802
+# %% ../nbs/10a_config.ipynb #3f1810e9
 def _preset_help(k, fmt=str):
     d = f"default {fmt(AUTHORS_DEFAULTS[k])}"
     pre = [f"{n}: {fmt(p[k])}" for n, p in PRESETS.items() if k in p]
@@ -73,10 +73,9 @@ def _methods_epilog() -> str:
                      + (f", ramp-up {cls.rampup_default:g}" if cls.rampup_default else '') + (f"; {' '.join(own)}" if own else ''))
     return '\n'.join(lines)
 
-def get_parser() -> argparse.ArgumentParser:
-    "The `defixmatch-train` argument parser: the reference implementation's flags, this package's, and each registered method's."
-    methods()  # the package's methods registered, and those the installed packages offer
-    from defixmatch.data import DATASET_NUM_CLASSES, MEDMNIST
+# %% ../nbs/10a_config.ipynb #420e0465
+def _parser() -> argparse.ArgumentParser:
+    "The parser, its description and its epilog (examples, the reference's flags, the registered methods), without flags."
     p = ArgumentParser(
         prog='defixmatch-train', formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Train FixMatch / DeFixMatch (and the other DeSSL methods) with the flags of the reference "
@@ -104,7 +103,12 @@ the defixmatch.methods entry points), with their default lambda and their own fl
 
 --config FILE reads flags from a YAML or JSON file (a run folder's config.json is one); flags given on the command
 line override it.""")
-    a = p.add_argument
+    return p
+
+# %% ../nbs/10a_config.ipynb #46c3e461
+def _add_run_and_data_flags(p):
+    "The flags of the run folder, the schedule and the data."
+    from defixmatch.data import DATASET_NUM_CLASSES, MEDMNIST
     g = p.add_argument_group('run folder and checkpoints')
     g.add_argument('--save_dir', type=str, default='./saved_models', help='parent folder of run folders (default ./saved_models)')
     g.add_argument('--save_name', type=str, default=None, help='run folder name (default: derived from the flags, see below)')
@@ -152,6 +156,10 @@ line override it.""")
     g.add_argument('--train_sampler', type=str, default='RandomSampler', help='only RandomSampler (default), as in the reference runs')
     g.add_argument('--num_classes', type=int, default=None, help='number of classes (default: the dataset\'s, 10 for cifar10)')
     g.add_argument('--num_workers', type=int, default=None, help='data loading worker processes' + _preset_help('num_workers'))
+
+# %% ../nbs/10a_config.ipynb #d90c4f8e
+def _add_training_flags(p):
+    "The flags of the method, the optimiser, the network, the devices and the command itself; the (empty) group of the methods' hyper-parameters."
     g = p.add_argument_group('method')
     g.add_argument('--method', type=str, default=None, metavar='METHOD', help=f"SSL method: {', '.join(methods())}, or MODULE:NAME "
                    "(default: from the reference flags, see below)")
@@ -194,6 +202,15 @@ line override it.""")
                    "folder's config.json re-makes that run); flags on the command line override it")
     g.add_argument('--dry_run', action='store_true', help='check the flags, print the resolved configuration and exit')
     g.add_argument('--progress', action=argparse.BooleanOptionalAction, default=None, help='progress bar on rank 0 (default: when the output is a terminal; otherwise one table row per evaluation)')
+    return hg
+
+# %% ../nbs/10a_config.ipynb #e4720564
+def get_parser() -> argparse.ArgumentParser:
+    "The `defixmatch-train` argument parser: the reference implementation's flags, this package's, and each registered method's."
+    methods()  # the package's methods registered, and those the installed packages offer
+    p = _parser()
+    _add_run_and_data_flags(p)
+    hg = _add_training_flags(p)
     p._own_flags = {a.dest for a in p._actions}  # a method's hyper-parameter may not take one of these names
     for k, (kind, doc, defaults) in method_flags().items():
         if k in p._own_flags: continue  # refused when that method is chosen (`_resolve_method`)
@@ -375,6 +392,8 @@ def _check_file_value(path, k:str, v, t):
     "A file's value `v` for a flag of type `t`: what the flag would accept from the command line, else a `CLIError`."
     bad = lambda what: CLIError(f"--config {path}: {k} must be {what}, got {short_repr(v)}")
     if v is None or t is None: return
+    if k == 'label_probs' and isinstance(v, list) and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v):
+        return  # one probability per class, as `config.json` records them (checked with the flag's own values)
     if t in (str, str.lower):
         if not isinstance(v, str): raise bad('a string')
     elif isinstance(v, str): return  # parsed by the flag's own type, as on the command line
@@ -398,7 +417,7 @@ def _apply_config_file(p:argparse.ArgumentParser, path) -> set:
     return set(cfg)
 
 
-# %% ../nbs/10a_config.ipynb #ad443b99
+# %% ../nbs/10a_config.ipynb #58cdf443
 def _entry_point_modules() -> set:
     "The modules that installed packages declare in the `defixmatch.methods` entry points."
     from importlib.metadata import entry_points
@@ -431,6 +450,7 @@ def _prepare_methods(argv, config_file=None):
     except ValueError as e: raise CLIError(f"--method: {e}") from None
     return config_file
 
+# %% ../nbs/10a_config.ipynb #56c09dcb
 def _resolve_method(args, from_file:set):
     "The method of the flags, through the registry and the method's own surface: name, λ, loss, hyper-parameters."
     from defixmatch.methods import SSL_METHODS, DEFAULT_METHOD, find_method, make_method
@@ -485,7 +505,7 @@ def _resolve_method(args, from_file:set):
                       f"({m.lambda_bound().why}; see the losses notebook)")
     if args.adaptive_lambda and not debiased: raise CLIError(f"--adaptive_lambda needs a debiased method, got {name}")
 
-# %% ../nbs/10a_config.ipynb #e67dcf80
+# %% ../nbs/10a_config.ipynb #f83600d3
 def _resumed_config(argv) -> Path|None:
     "With `--resume --load_path RUN` and no `--config`: the run's own `config.json`, if it has one."
     pre = argparse.ArgumentParser(add_help=False)
@@ -504,6 +524,55 @@ def _on_command_line(p:argparse.ArgumentParser, argv, keys) -> set:
     finally: p.set_defaults(**old)
     return {k for k in keys if getattr(ns, k) is not unset}
 
+# %% ../nbs/10a_config.ipynb #bd713942
+def _check_flags(args):
+    "The checks of the filled flags that need neither the method nor the run folder: ranges, images, labelling, devices; `CLIError` else."
+    _check_numbers(args)
+    _check_images(args)
+    for k in ('num_train_iter', 'num_eval_iter', 'num_labels', 'batch_size', 'uratio', 'eval_batch_size', 'epoch'):
+        if getattr(args, k) is not None and getattr(args, k) < 1: raise CLIError(f"--{k} must be >= 1, got {getattr(args, k)}")
+    _check_labelling(args)
+    if args.num_workers < 0: raise CLIError(f"--num_workers must be >= 0, got {args.num_workers}")
+    if args.num_labels is not None and not 0 <= args.num_val < args.num_labels:
+        raise CLIError(f"--num_val must be >= 0 and smaller than --num_labels ({args.num_labels}), got {args.num_val}")
+    for k in ('label_noise', 'test_label_noise'):
+        if not (math.isfinite(getattr(args, k)) and 0 <= getattr(args, k) <= 1): raise CLIError(f"--{k} must be in [0, 1], got {getattr(args, k)}")
+    if args.num_train_iter > _MAX_ITER: raise CLIError(f"--num_train_iter must be at most {_MAX_ITER}, got {args.num_train_iter}")
+    if not 0 <= args.seed < 2**32: raise CLIError(f"--seed must be in [0, 2**32 - 1] (numpy's seeds), got {args.seed}")
+    if args.balanced_labels and args.num_labels is not None and args.num_labels % args.num_classes:
+        raise CLIError(f"--num_labels {args.num_labels} is not a multiple of --num_classes {args.num_classes} "
+                       "(--balanced_labels False draws the labelled set without regard to class)")
+    if not 0 <= args.ema_m < 1: raise CLIError(f"--ema_m must be in [0, 1), got {args.ema_m}")
+    if args.train_sampler != 'RandomSampler':
+        raise CLIError(f"--train_sampler: only RandomSampler is supported, got {args.train_sampler!r}")
+    if args.num_iteration_finetuning < 0:
+        raise CLIError(f"--num_iteration_finetuning must be >= 0, got {args.num_iteration_finetuning}")
+    if args.num_iteration_finetuning:
+        warnings.warn(f"--num_iteration_finetuning {args.num_iteration_finetuning} ignored: there is no fine-tuning phase here")
+    if args.gpu is not None: _check_gpu(args)
+
+# %% ../nbs/10a_config.ipynb #2a794fd6
+def _check_run_folder(args) -> argparse.Namespace:
+    "The run folder's name, and (on the main process) that no live run holds it and that an existing one is overwritten or resumed."
+    if args.save_name is None: args.save_name = run_name(args)
+    try: check_run_name(args.save_name)
+    except RunFolderError as e: raise CLIError(f"--save_name: {e}") from None
+    args.save_path = str(Path(args.save_dir) / args.save_name)
+    from defixmatch.distributed import is_main_process
+    if not is_main_process(): return args  # the other ranks of a launcher's run write nothing in the run folder
+    pid = folder_in_use(args.save_dir, args.save_name)
+    if pid: raise CLIError(f"run folder {args.save_path} is in use by another run (process {pid}): wait for it to end, "
+                           "or choose another --save_name")
+    if Path(args.save_path).exists() and not args.overwrite:
+        if not args.resume:
+            raise CLIError(f"run folder {args.save_path} already exists: pass --overwrite to write into it, "
+                           "or --resume --load_path CKPT to continue it")
+        if Path(args.save_path).resolve() not in Path(args.load_path).resolve().parents:
+            raise CLIError(f"--resume: run folder {args.save_path} already exists and --load_path {args.load_path} is "
+                           "not inside it: pass --save_name of that checkpoint's run, a new --save_name, or --overwrite")
+    return args
+
+# %% ../nbs/10a_config.ipynb #ba68ae49
 def resolve_args(argv:list|None=None, # command-line arguments (default: `sys.argv[1:]`)
                 ) -> argparse.Namespace:
     "Parse `argv` (over `--config FILE`, or a resumed run's `config.json`), fill presets and defaults, resolve the method and the run folder; `CLIError` if invalid."
@@ -538,52 +607,13 @@ def resolve_args(argv:list|None=None, # command-line arguments (default: `sys.ar
     elif args.num_classes != n_data:
         raise CLIError(f"--num_classes {args.num_classes} does not match {ds}, which has {n_data} classes")
     if n_data < 2: raise CLIError(f"--dataset {ds}: {n_data} class(es); classification needs at least 2")
-    _check_numbers(args)
-    _check_images(args)
-    for k in ('num_train_iter', 'num_eval_iter', 'num_labels', 'batch_size', 'uratio', 'eval_batch_size', 'epoch'):
-        if getattr(args, k) is not None and getattr(args, k) < 1: raise CLIError(f"--{k} must be >= 1, got {getattr(args, k)}")
-    _check_labelling(args)
-    if args.num_workers < 0: raise CLIError(f"--num_workers must be >= 0, got {args.num_workers}")
-    if args.num_labels is not None and not 0 <= args.num_val < args.num_labels:
-        raise CLIError(f"--num_val must be >= 0 and smaller than --num_labels ({args.num_labels}), got {args.num_val}")
-    for k in ('label_noise', 'test_label_noise'):
-        if not (math.isfinite(getattr(args, k)) and 0 <= getattr(args, k) <= 1): raise CLIError(f"--{k} must be in [0, 1], got {getattr(args, k)}")
-    if args.num_train_iter > _MAX_ITER: raise CLIError(f"--num_train_iter must be at most {_MAX_ITER}, got {args.num_train_iter}")
-    if not 0 <= args.seed < 2**32: raise CLIError(f"--seed must be in [0, 2**32 - 1] (numpy's seeds), got {args.seed}")
-    if args.balanced_labels and args.num_labels is not None and args.num_labels % args.num_classes:
-        raise CLIError(f"--num_labels {args.num_labels} is not a multiple of --num_classes {args.num_classes} "
-                       "(--balanced_labels False draws the labelled set without regard to class)")
-    if not 0 <= args.ema_m < 1: raise CLIError(f"--ema_m must be in [0, 1), got {args.ema_m}")
-    if args.train_sampler != 'RandomSampler':
-        raise CLIError(f"--train_sampler: only RandomSampler is supported, got {args.train_sampler!r}")
-    if args.num_iteration_finetuning < 0:
-        raise CLIError(f"--num_iteration_finetuning must be >= 0, got {args.num_iteration_finetuning}")
-    if args.num_iteration_finetuning:
-        warnings.warn(f"--num_iteration_finetuning {args.num_iteration_finetuning} ignored: there is no fine-tuning phase here")
-    if args.gpu is not None: _check_gpu(args)
+    _check_flags(args)
     try: _resolve_method(args, from_file)
     except ValueError as e:
         if isinstance(e, CLIError): raise
         raise CLIError(f"--method: {e}") from None
     _check_resume(args)
-    # run folder
-    if args.save_name is None: args.save_name = run_name(args)
-    try: check_run_name(args.save_name)
-    except RunFolderError as e: raise CLIError(f"--save_name: {e}") from None
-    args.save_path = str(Path(args.save_dir) / args.save_name)
-    from defixmatch.distributed import is_main_process
-    if not is_main_process(): return args  # the other ranks of a launcher's run write nothing in the run folder
-    pid = RunFolder(args.save_dir, args.save_name).in_use()
-    if pid: raise CLIError(f"run folder {args.save_path} is in use by another run (process {pid}): wait for it to end, "
-                           "or choose another --save_name")
-    if Path(args.save_path).exists() and not args.overwrite:
-        if not args.resume:
-            raise CLIError(f"run folder {args.save_path} already exists: pass --overwrite to write into it, "
-                           "or --resume --load_path CKPT to continue it")
-        if Path(args.save_path).resolve() not in Path(args.load_path).resolve().parents:
-            raise CLIError(f"--resume: run folder {args.save_path} already exists and --load_path {args.load_path} is "
-                           "not inside it: pass --save_name of that checkpoint's run, a new --save_name, or --overwrite")
-    return args
+    return _check_run_folder(args)
 
 # %% ../nbs/10a_config.ipynb #7cadad18
 #: Flags that say how a command runs, not what it trains: not recorded.

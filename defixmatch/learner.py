@@ -182,20 +182,31 @@ def ssl_learner(dls, # `DataLoaders` from `ssl_dataloaders`: training batches `(
 
 # %% ../nbs/09_learner.ipynb #a89adf95
 class RunFolderCallback(Callback):
-    "The run folder of a fit: claimed, `config.json` written (its one writer), the log trimmed, published at the first checkpoint, released."
+    "The run folder of a fit: claimed (the one place a `RunFolder` is made), `config.json` written (its one writer), the log trimmed, published at the first checkpoint, released."
     order = -30
     def __init__(self, save_path, # SAVE_DIR/NAME
                  overwrite:bool=False, # a new run may replace an existing run folder (when its first checkpoint is written)
                  config=None, # what `config.json` records: a dict (written at every fit), or a function of the learner (written once)
-                 run:RunFolder|None=None, # the folder already claimed (the command line claims it before loading data)
+                 resume:bool=False, # `with` or `claim()` before the fit: continue the existing folder in place
                 ):
-        self.save_path, self.overwrite, self.config, self.folder, self.own = Path(save_path), overwrite, config, run, False  # not `run`: fastai's switch
+        self.save_path, self.overwrite, self.config, self.resume = Path(save_path), overwrite, config, resume
+        self.folder, self.own = None, False  # the claimed `RunFolder`; `own`: claimed by `open`, released by `close`
+
+    def claim(self, resume:bool|None=None)->'RunFolderCallback':
+        "Claim the folder now, before the fit (the command line does, before it loads any data): new and staged, or continued in place."
+        resume = self.resume if resume is None else resume
+        self.folder = RunFolder(self.save_path.parent, self.save_path.name, overwrite=self.overwrite, resume=resume).claim()
+        return self
+
+    def release(self):
+        "Release a claimed folder (a no-op otherwise)."
+        if self.folder is not None: self.folder.release(); self.folder = None
+    def __enter__(self): return self.claim()
+    def __exit__(self, *exc): self.release()
 
     def open(self, learn, start:int)->Path:
-        "Claim the folder unless it was given claimed (new and staged at iteration 0, else continued in place), write `config.json`, trim the log to `start`."
-        if self.folder is None:
-            self.folder = RunFolder(self.save_path.parent, self.save_path.name, overwrite=self.overwrite, resume=start > 0).claim()
-            self.own = True
+        "Claim the folder unless it is claimed already (new and staged at iteration 0, else continued in place), write `config.json`, trim the log to `start`."
+        if self.folder is None: self.claim(resume=start > 0); self.own = True
         folder = self.folder.path
         if start > 0: trim_log(folder/'log.csv', start)  # rows a kill left after the checkpoint
         if not callable(self.config) or (start == 0 and not (folder/'config.json').exists()):
@@ -209,9 +220,9 @@ class RunFolderCallback(Callback):
         return Path(self.folder.publish())
 
     def close(self, learn):
-        "After the fit, however it ended: the learner's `path` back, the folder released if it was claimed here."
+        "After the fit, however it ended: the learner's `path` back, the folder released if `open` claimed it."
         learn.path = self.save_path
-        if self.own: self.folder.release(); self.folder, self.own = None, False
+        if self.own: self.release(); self.own = False
 
 # %% ../nbs/09_learner.ipynb #3381259d
 def learner_config(learn:Learner)->dict:
@@ -278,7 +289,6 @@ def fit_ssl(self:SSLLearner, num_train_iter:int, # K: the run's last iteration (
     if start % N:
         raise ValueError(f"the learner is at iteration {start}, not the end of an evaluation period of {N} "
                          "iterations: resume from a checkpoint")
-    self.num_eval_iter = N
     fit_cbs = [SSLIterations(K, N), ParamScheduler({'lr': SchedCosFixMatch(self.lr), **_method_schedules(self, cbs)}),
                SSLLogger(), stop := StopOnNonFinite()]
     cbs, rf = list(L(cbs)), None

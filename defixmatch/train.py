@@ -15,7 +15,7 @@ from pathlib import Path
 from .cli import (CLIError, fail, quiet_warnings, CONFIG_NAME, net_options, format_report, report_header,
                             warn_about_classes)
 from .config import get_parser, resolve_args, run_name, dataset_name, config_dict
-from .runs import RunFolder, RunFolderError, DiskFullError, disk_full_one_line, atomic_write
+from .runs import RunFolderError, DiskFullError, disk_full_one_line, atomic_write
 
 # %% ../nbs/11_train.ipynb #3d10f737
 def build_data(args, # from `resolve_args`
@@ -141,11 +141,12 @@ def write_report(learn, data, args, final, # the published run folder
           f"{'checkpoints':<16}{final/'latest_model.pth'}, {final/'model_best.pth'}", flush=True)
     return rep
 
-def run_folder(args) -> RunFolder:
-    "The (unclaimed) `RunFolder` of the resolved flags: `--resume` continues the folder of `--load_path` in place."
+def run_folder(args):
+    "The (unclaimed) `RunFolderCallback` of the resolved flags, writing their `config.json`: `--resume` continues the folder of `--load_path` in place."
+    from defixmatch.learner import RunFolderCallback
     final = Path(args.save_path)
     in_place = bool(args.resume and final.is_dir() and final.resolve() in Path(args.load_path).resolve().parents)
-    return RunFolder(args.save_dir, args.save_name, overwrite=args.overwrite, resume=in_place)
+    return RunFolderCallback(final, overwrite=args.overwrite, config=config_dict(args), resume=in_place)
 
 def _end(learn):
     "Leave the process group: the DDP wrapper that holds it released first, so that its gloo threads end here, not at exit."
@@ -155,14 +156,13 @@ def _end(learn):
 
 # %% ../nbs/11_train.ipynb #6eda43d7
 def train(args, # from `resolve_args`
-          run:RunFolder|None=None, # the claimed run folder (main process); None: claimed here on the main process
+          run=None, # the claimed `RunFolderCallback` of `run_folder` (main process); None: claimed here on the main process
          ) -> dict|None:
     "Train in this process (one rank of a distributed run, or the only one); the final report on rank 0."
     import torch
     from fastai.torch_core import set_seed
     from fastcore.basics import noop
     from defixmatch.distributed import make_accelerator, is_main_process, end_process_group
-    from defixmatch.learner import RunFolderCallback
     if run is None and is_main_process():
         with run_folder(args) as run: return train(args, run)
     t0 = time.time()
@@ -180,9 +180,9 @@ def train(args, # from `resolve_args`
     if main:
         _log(f"{args.method} (lambda={args.ulb_loss_ratio}, modified supervised loss: {args.modified_fixmatch}) on "
              f"{args.dataset}: {len(dls.lb_idx) if args.num_labels is None else args.num_labels} labels, {args.net}, {args.num_train_iter} iterations, "
-             f"{world} process(es) on {acc.device.type}, run folder {run.final_path}")
+             f"{world} process(es) on {acc.device.type}, run folder {run.folder.final_path}")
     torch.manual_seed(args.seed)  # same initial weights on every rank (DDP also broadcasts rank 0's)
-    learn = build_learner(args, dls, acc, path=run.path if main else None)
+    learn = build_learner(args, dls, acc, path=run.folder.path if main else None)
     if args.resume and main: _log(f"resuming from iteration {args.resume_iter} of {args.load_path}")
     learn.logger = table_logger(learn) if main else noop
     progress = sys.stdout.isatty() if args.progress is None else args.progress
@@ -191,9 +191,9 @@ def train(args, # from `resolve_args`
         with warnings.catch_warnings():  # the non-finite stop is reported once, by the error below
             warnings.filterwarnings('ignore', message='non-finite training loss')
             learn.fit_ssl(args.num_train_iter, num_eval_iter=min(args.num_eval_iter, args.num_train_iter),
-                          resume=_resume_from(args), cbs=[RunFolderCallback(run.final_path, config=config_dict(args), run=run)] if main else None)
+                          resume=_resume_from(args), cbs=[run] if main else None)
     except FloatingPointError as e:
-        if main and run.path != run.final_path: raise FloatingPointError(f"{e}; no run folder was created") from None
+        if main and run.folder.path != run.folder.final_path: raise FloatingPointError(f"{e}; no run folder was created") from None
         raise
     acc.wait_for_everyone()
     if not main:
@@ -210,7 +210,8 @@ def _spawned_train(args, run):
     quiet_warnings()
     with disk_full_one_line(args.save_path): train(args, run if is_main_process() else None)
 
-def launch(args, run:RunFolder|None=None) -> dict|None:
+def launch(args, run=None, # the claimed `RunFolderCallback` of `run_folder` (main process)
+          ) -> dict|None:
     "Run `train` in this process or in one process per GPU, as the flags and the launcher say."
     import torch
     from defixmatch.distributed import dist_env, spawn_processes
