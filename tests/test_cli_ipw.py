@@ -32,3 +32,43 @@ def test_oracle_and_estimate_runs(tmp_path):
         if mode == 'oracle': torch.testing.assert_close(state['label_phi'], torch.tensor([float(v) for v in PHI.split(',')]))
         # the φ the run weighted with is in its checkpoint: `load_ssl_checkpoint` (09b_ipw) restores it on resume
         torch.testing.assert_close(state['label_phi'].tolist(), rep['phi_used'], atol=1e-6, rtol=0)
+
+
+def test_killed_estimate_run_resumes_with_its_phi_hat(tmp_path):
+    "SIGKILL an `--ipw estimate` run after a checkpoint that holds φ̂, resume it: it ends where an uninterrupted run ends."
+    import os, signal, subprocess, sys, time
+    import pytest
+    from defixmatch.checkpoint import read_checkpoint
+    K = 60
+    flags = [*map(str, BASE), '--ipw', 'estimate', '--num_train_iter', str(K), '--no-progress']  # (the last K given wins)
+    killed, full = tmp_path/'killed', tmp_path/'full'
+    latest = killed/'run'/'latest_model.pth'
+    env = dict(os.environ, OMP_NUM_THREADS='1')
+    p = subprocess.Popen([sys.executable, '-m', 'defixmatch.train', *flags, '--save_dir', str(killed), '--save_name', 'run'],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    try:
+        t0 = time.time()
+        while True:   # a checkpoint after the first estimate (iteration 10 is the MCAR warm-up), then the kill
+            if p.poll() is not None: pytest.fail(f"the run ended before it could be killed: {p.stderr.read().decode()[-2000:]}")
+            try: ck = read_checkpoint(latest) if latest.exists() else None
+            except ValueError: ck = None
+            if ck is not None and int(ck['it']) >= 20: break
+            if time.time() - t0 > 900: pytest.fail('no checkpoint at iteration 20 after 900 s')
+            time.sleep(0.02)
+        os.kill(p.pid, signal.SIGKILL)
+    finally: p.wait(timeout=60)
+    assert p.returncode == -signal.SIGKILL
+    at_kill = read_checkpoint(latest)
+    assert 20 <= int(at_kill['it']) < K and at_kill['method_state']['label_phi'] is not None
+    res = cli('train', *flags, '--save_dir', killed, '--save_name', 'run', '--resume', '--load_path', latest)
+    assert res.returncode == 0, res.stderr[-3000:]
+    res = cli('train', *flags, '--save_dir', full, '--save_name', 'run')
+    assert res.returncode == 0, res.stderr[-3000:]
+    a, b = read_checkpoint(latest), read_checkpoint(full/'run'/'latest_model.pth')
+    assert int(a['it']) == int(b['it']) == K
+    # the same weights and φ̂ at the end: the resumed run weighted its first epoch with the checkpoint's φ̂, as the
+    # uninterrupted run did (with the MCAR weighting, or a fresh estimate, instead, the weights would differ)
+    torch.testing.assert_close(a['method_state']['label_phi'], b['method_state']['label_phi'], rtol=1e-4, atol=1e-6)
+    for n in b['train_model']: torch.testing.assert_close(a['train_model'][n], b['train_model'][n], rtol=1e-4, atol=1e-5, msg=n)
+    ra, rb = json.loads((killed/'run'/'report.json').read_text()), json.loads((full/'run'/'report.json').read_text())
+    assert ra['phi_hat'] == rb['phi_hat'] and ra['acc'] == rb['acc']

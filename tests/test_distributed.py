@@ -218,3 +218,28 @@ def test_method_state_is_updated_from_every_rank_and_stays_equal(tmp_path):
     seen = set(torch.cat([r[0]['drawn'], r[1]['drawn']]).tolist())
     assert set(torch.nonzero(mem >= 0).flatten().tolist()) == seen   # every image either rank drew, and no other
     assert set(r[1]['drawn'].tolist()) - set(r[0]['drawn'].tolist())  # rank 1 drew images rank 0 did not: gathered
+
+# ---------------------------------------------------------------- informative labels: φ̂ under DDP
+IPW_ARGS = ['--dataset', 'digits', '--method', 'depseudolabel', '--net', 'LeNet', '--batch_size', '8', '--uratio', '2',
+            '--label_probs', '0.6,0.5,0.4,0.3,0.25,0.2,0.15,0.1,0.08,0.06', '--ipw', 'estimate', '--ipw_warmup', '0',
+            '--num_train_iter', '4', '--num_eval_iter', '2', '--cpu']
+
+def _ipw_worker(outdir):
+    "One rank of a 4-step `--ipw estimate` run (an estimate after each of its 2 evaluations): saves φ̂ and who estimated it."
+    from fastai.callback.core import Callback
+    from defixmatch.ipw import IPWEstimate
+    acc, rank, args, dls = _this_rank(IPW_ARGS, outdir)
+    learn = _fit_this_rank(acc, args, dls, Callback(), 4)
+    est = next(c for c in learn.cbs if isinstance(c, IPWEstimate))
+    torch.save({'phi': learn.ssl_method.label_phi.clone(), 'history': est.history}, f'{outdir}/ipw{rank}.pt')
+
+def test_ipw_estimate_is_rank_0s_on_every_rank(tmp_path):
+    from defixmatch.distributed import spawn_processes
+    spawn_processes(_ipw_worker, (str(tmp_path),), nprocs=2, dist_url=f'tcp://127.0.0.1:{free_port()}')
+    r = [torch.load(tmp_path/f'ipw{i}.pt', weights_only=False) for i in range(2)]
+    assert len(r[0]['history']) == len(r[1]['history']) == 2           # two estimates, at the same iterations
+    assert [h['iter'] for h in r[0]['history']] == [h['iter'] for h in r[1]['history']] == [2, 4]
+    assert all(h['cond'] is not None for h in r[0]['history'])          # rank 0 estimated ...
+    assert all(h['cond'] is None for h in r[1]['history'])              # ... rank 1 received its estimate
+    assert torch.equal(r[0]['phi'], r[1]['phi'])                        # the same φ̂ weights both ranks' risks
+    assert ((r[0]['phi'] > 0) & (r[0]['phi'] <= 1)).all()
