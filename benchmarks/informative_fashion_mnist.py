@@ -48,7 +48,6 @@ def row_of(run:str, seed:int, folder:Path, phi, wall:float, log:str='')->dict:
     import re
     rep = json.loads((folder/'report.json').read_text())
     drawn = re.search(r': (\d+) labels,', log)
-    cfg = json.loads((folder/'config.json').read_text())
     hat = rep.get('phi_hat')
     err = None if hat is None else sum((h - p) ** 2 for h, p in zip(hat, phi)) ** 0.5
     t = rep.get('informative_labels_test') or {}
