@@ -146,8 +146,15 @@ def _add_run_and_data_flags(p):
     g.add_argument('--label_probs', type=str, default=None, help='an informative labelling: each training image of class k '
                    'labelled with probability P_k, seeded by --seed; P0,P1,...,P(C-1), one per class in (0, 1] '
                    '(exclusive with --num_labels)')
+    g.add_argument('--label_counts', type=str, default=None, help='an informative labelling by counts: exactly N_k labelled '
+                   'training images of class k, drawn with --seed; N0,N1,...,N(C-1), integers >= 1 (exclusive with '
+                   '--num_labels and --label_probs)')
+    g.add_argument('--unlabelled_counts', type=str, default=None, help='with --label_counts: exactly M_k unlabelled images of '
+                   'class k, M0,...,M(C-1), integers >= 0; the images of neither set leave the training set (default: every '
+                   'image not labelled)')
     g.add_argument('--ipw', type=str, default='none', choices=('none', 'oracle', 'estimate'), help='weight the risk by '
-                   'inverse labelling probabilities: none (default), oracle (the --label_probs) or estimate (from the EMA '
+                   'inverse labelling probabilities: none (default), oracle (the --label_probs, or the φ_k = N_k/(N_k + M_k) of '
+                   '--label_counts) or estimate (from the EMA '
                    'model once per epoch after --ipw_warmup evaluations under MCAR)')
     g.add_argument('--ipw_warmup', type=int, default=1, help='evaluations trained without weighting before φ is first '
                    'estimated (--ipw estimate; default 1)')
@@ -238,7 +245,7 @@ def run_name(args) -> str:
         mod = args.modified_fixmatch and (not debiased or args.modified_given)
         pre = ('Mod' if mod else '') + ('De' if debiased else '')  # the reference prefixes 'De', then 'Mod' in front
     else: pre = ('Mod' if args.modified_given else '') + f"{name}_"  # methods the reference does not have carry their name
-    labels = args.num_labels if args.num_labels is not None else 'probs'   # an informative labelling (--label_probs)
+    labels = args.num_labels if args.num_labels is not None else 'probs' if args.label_probs is not None else 'counts'
     return f"{pre}{dataset_name(args.dataset)}_{labels}_{float(args.ulb_loss_ratio)}_{args.seed}"
 
 # %% ../nbs/10a_config.ipynb #7327ec5d
@@ -259,8 +266,23 @@ NETS = ('WideResNet', 'SmallCNN', 'LeNet')
 _MAX_ITER = 2**31 - 1
 _FLOATS = ('lr', 'momentum', 'weight_decay', 'ema_m', 'ulb_loss_ratio', 'lambda_rampup', 'leaky_slope', 'dropout')
 
+def _counts(args, k:str, least:int):
+    "`--k` as a list of one integer >= `least` per class (None if not given), else a `CLIError`."
+    v = getattr(args, k)
+    if v is None: return None
+    num = lambda x: x.strip().isascii() and x.strip().isdigit() and len(x.strip()) <= 12   # 12 digits: any real count
+    v = [int(x) if isinstance(x, str) and num(x) else x for x in (v.split(',') if isinstance(v, str) else v)]
+    if not all(type(x) is int and x >= least for x in v):
+        raise CLIError(f"--{k} must be integers >= {least} separated by commas, got {short_repr(getattr(args, k))}")
+    if len(v) != args.num_classes: raise CLIError(f"--{k}: {len(v)} counts for {args.num_classes} classes")
+    return v
+
 def _check_labelling(args):
-    "`--label_probs` as a list of one probability per class, and `--ipw` and `--ipw_warmup` that fit it: one `CLIError`."
+    "`--label_probs` as a list of one probability per class, `--label_counts`/`--unlabelled_counts` as counts, and `--ipw` and `--ipw_warmup` that fit them: one `CLIError`."
+    args.label_counts, args.unlabelled_counts = _counts(args, 'label_counts', 1), _counts(args, 'unlabelled_counts', 0)
+    if args.unlabelled_counts is not None and args.label_counts is None: raise CLIError("--unlabelled_counts needs --label_counts")
+    if args.label_counts is not None and args.label_probs is not None:
+        raise CLIError("--label_counts and --label_probs are exclusive: the labelled set is drawn by class counts or by class probabilities")
     lp = args.label_probs
     if lp is not None:
         try: lp = [float(v) for v in (lp.split(',') if isinstance(lp, str) else lp)]
@@ -268,7 +290,8 @@ def _check_labelling(args):
         if len(lp) != args.num_classes: raise CLIError(f"--label_probs: {len(lp)} probabilities for {args.num_classes} classes")
         if not all(math.isfinite(v) and 0 < v <= 1 for v in lp): raise CLIError(f"--label_probs: every probability must lie in (0, 1], got {lp}")
         args.label_probs = lp
-    if args.ipw == 'oracle' and lp is None: raise CLIError("--ipw oracle needs --label_probs (the labelling probabilities it weights with)")
+    if args.ipw == 'oracle' and lp is None and args.label_counts is None:
+        raise CLIError("--ipw oracle needs --label_probs or --label_counts (the labelling probabilities it weights with)")
     if args.ipw_warmup < 0: raise CLIError(f"--ipw_warmup must be >= 0, got {args.ipw_warmup}")
 
 def _check_numbers(args):
@@ -392,7 +415,7 @@ def _check_file_value(path, k:str, v, t):
     "A file's value `v` for a flag of type `t`: what the flag would accept from the command line, else a `CLIError`."
     bad = lambda what: CLIError(f"--config {path}: {k} must be {what}, got {short_repr(v)}")
     if v is None or t is None: return
-    if k == 'label_probs' and isinstance(v, list) and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v):
+    if k in ('label_probs', 'label_counts', 'unlabelled_counts') and isinstance(v, list) and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v):
         return  # one probability per class, as `config.json` records them (checked with the flag's own values)
     if t in (str, str.lower):
         if not isinstance(v, str): raise bad('a string')
@@ -597,9 +620,10 @@ def resolve_args(argv:list|None=None, # command-line arguments (default: `sys.ar
     preset = _preset(ds)
     args.preset = ds if preset else None
     fill = {**AUTHORS_DEFAULTS, **preset}
-    if args.label_probs is not None:
+    if args.label_probs is not None or args.label_counts is not None:
         if args.num_labels is not None:
-            raise CLIError("--label_probs and --num_labels are exclusive: the labelled set is drawn by class probabilities or by count")
+            flag = '--label_probs' if args.label_probs is not None else '--label_counts'
+            raise CLIError(f"{flag} and --num_labels are exclusive: the labelled set is drawn by class probabilities, class counts or a count")
         fill.pop('num_labels')
     for k, v in fill.items():
         if getattr(args, k) is None: setattr(args, k, v)

@@ -89,7 +89,8 @@ def labelling_from_counts(y, # class of every training image
         idx = rng.permutation(np.flatnonzero(y == k))
         nu = len(idx) - n_lab[k] if n_unl is None else n_unl[k]
         if n_lab[k] < 0 or nu < 0 or n_lab[k] + nu > len(idx):
-            raise ValueError(f"class {k} has {len(idx)} images: it cannot give {n_lab[k]} labelled and {nu} unlabelled")
+            unl = '' if n_unl is None else f" and {nu} unlabelled"
+            raise ValueError(f"class {k} has {len(idx)} images: it cannot give {n_lab[k]} labelled{unl}")
         lb.append(idx[:n_lab[k]]); ulb.append(idx[n_lab[k]:n_lab[k] + nu])
     return np.sort(np.concatenate(lb)), np.sort(np.concatenate(ulb))
 

@@ -23,7 +23,7 @@ def label_fraction(dls)->float:
 
 def setup_ipw(learn, # a learner made by `ssl_learner`
               mode:str='none', # 'none', 'oracle' or 'estimate'
-              label_probs=None, # the labelling probabilities φ (needed by 'oracle')
+              label_probs=None, # the labelling probabilities φ for 'oracle' (default: the loaders' `label_probs`)
               **kwargs, # passed to `IPWEstimate` ('estimate')
              ):
     "Weight `learn`'s risk by inverse labelling probabilities: none, the given φ, or φ estimated during training."
@@ -33,6 +33,7 @@ def setup_ipw(learn, # a learner made by `ssl_learner`
     missing = sorted(set(range(dls.c)) - set(dls.train.dataset.y[dls.lb_idx].tolist()))
     if missing: raise ValueError(f"ipw {mode}: classes {missing} have no labelled image, so their labelling probability is 0")
     if mode == 'oracle':
+        if label_probs is None: label_probs = getattr(dls, 'label_probs', None)   # the design's φ, where the loaders drew one
         if label_probs is None: raise ValueError("ipw oracle needs the labelling probabilities (label_probs)")
         method.set_label_probs(check_phi(label_probs, dls.c), label_fraction(dls), getattr(dls, 'include_labeled_in_unlabeled', True))
     else: learn.add_cb(IPWEstimate(**kwargs))

@@ -30,7 +30,8 @@ def build_data(args, # from `resolve_args`
                           n_iter=min(args.num_eval_iter, args.num_train_iter), eval_batch_size=args.eval_batch_size,
                           seed=args.seed, num_workers=args.num_workers, rank=rank, world_size=world_size, device=device,
                           balanced=args.balanced_labels, num_val=args.num_val, label_noise=args.label_noise,
-                          test_label_noise=args.test_label_noise, label_probs=getattr(args, 'label_probs', None))
+                          test_label_noise=args.test_label_noise, label_probs=getattr(args, 'label_probs', None),
+                          label_counts=getattr(args, 'label_counts', None), unlabelled_counts=getattr(args, 'unlabelled_counts', None))
     return data, dls
 
 # %% ../nbs/11_train.ipynb #816007ae
@@ -120,7 +121,7 @@ def write_report(learn, data, args, final, # the published run folder
                 )->dict:
     "Print the report of the run and write it as `report.json`: the last EMA model, and the best checkpoint where there is one."
     informative = None   # φ̂ and the test of informative labels, from the last EMA model (before the report loads the best)
-    if getattr(args, 'label_probs', None) is not None or getattr(args, 'ipw', 'none') != 'none':
+    if getattr(learn.dls, 'label_probs', None) is not None or getattr(args, 'ipw', 'none') != 'none':
         from defixmatch.ipw import informative_report
         informative = informative_report(learn)
     out = learner_report(learn, data, final, **report_run(args, data))

@@ -1,4 +1,4 @@
-"""`defixmatch-train` with an informative labelling (`--label_probs`) and the IPW weighting (`--ipw`): the flags, what
+"""`defixmatch-train` with an informative labelling (`--label_probs`, or `--label_counts`) and the IPW weighting (`--ipw`): the flags, what
 config.json and report.json record, and the checkpoint's φ that a resumed run continues with."""
 import json
 
@@ -72,3 +72,43 @@ def test_killed_estimate_run_resumes_with_its_phi_hat(tmp_path):
     for n in b['train_model']: torch.testing.assert_close(a['train_model'][n], b['train_model'][n], rtol=1e-4, atol=1e-5, msg=n)
     ra, rb = json.loads((killed/'run'/'report.json').read_text()), json.loads((full/'run'/'report.json').read_text())
     assert ra['phi_hat'] == rb['phi_hat'] and ra['acc'] == rb['acc']
+
+
+COUNTS, UNL = [30, 25, 20, 15, 12, 10, 8, 6, 5, 4], [20, 40, 60, 80, 100, 100, 100, 100, 100, 100]
+
+
+def test_counts_flags_refused_with_one_line(tmp_path):
+    d = ('train', '--dataset', 'digits', '--save_dir', tmp_path)
+    assert_one_line_error(cli(*d, '--label_counts', '5,a' + ',1' * 8), '--label_counts must be integers >= 1')
+    assert_one_line_error(cli(*d, '--label_counts', '0' + ',5' * 9), '--label_counts must be integers >= 1')
+    assert_one_line_error(cli(*d, '--label_counts', '5,5'), '2 counts for 10 classes')
+    assert_one_line_error(cli(*d, '--unlabelled_counts', '5' + ',5' * 9), '--unlabelled_counts needs --label_counts')
+    assert_one_line_error(cli(*d, '--label_counts', '5' + ',5' * 9, '--num_labels', 40), '--label_counts and --num_labels are exclusive')
+    assert_one_line_error(cli(*d, '--label_counts', '5' + ',5' * 9, '--label_probs', PHI), '--label_counts and --label_probs are exclusive')
+    assert_one_line_error(cli(*d, '--label_counts', '999' + ',5' * 9, '--num_train_iter', 2), 'cannot give 999 labelled')
+
+
+def test_counts_oracle_run(tmp_path):
+    "A labelling by class counts: the images of neither set leave the training set, and oracle weights with N_k/(N_k + M_k)."
+    flags = [a for a in map(str, BASE) if a != PHI and a != '--label_probs']
+    res = cli('train', *flags, '--label_counts', ','.join(map(str, COUNTS)), '--unlabelled_counts', ','.join(map(str, UNL)),
+              '--ipw', 'oracle', '--save_dir', tmp_path, '--save_name', 'counts')
+    assert res.returncode == 0, res.stderr[-3000:]
+    run = tmp_path/'counts'
+    cfg, rep = json.loads((run/'config.json').read_text()), json.loads((run/'report.json').read_text())
+    assert (cfg['label_counts'], cfg['unlabelled_counts'], cfg['label_probs'], cfg['num_labels']) == (COUNTS, UNL, None, None)
+    want = [n / (n + m) for n, m in zip(COUNTS, UNL)]
+    torch.testing.assert_close(rep['phi_used'], want, atol=1e-6, rtol=0)
+    assert len(rep['phi_hat']) == 10 and rep['informative_labels_test']['df'] == 9
+
+
+def test_count_design_files():
+    "benchmarks/configs/informative/: the follow-up's design and geometric counts, as `--config` files the flags accept."
+    from pathlib import Path
+    from defixmatch.config import resolve_args
+    from defixmatch.informative import followup_counts, geometric_counts
+    folder = Path(__file__).resolve().parents[1]/'benchmarks'/'configs'/'informative'
+    a = resolve_args(['--config', str(folder/'fashion_mnist_followup_counts.yaml'), '--data_dir', str(folder), '--dry_run'])
+    assert (a.label_counts, a.unlabelled_counts) == tuple(c.tolist() for c in followup_counts())
+    b = resolve_args(['--config', str(folder/'fashion_mnist_geometric_counts.yaml'), '--data_dir', str(folder), '--dry_run'])
+    assert (b.label_counts, b.unlabelled_counts, b.ipw) == (geometric_counts(400, 100).tolist(), None, 'estimate')

@@ -19,3 +19,15 @@ def test_quick_rows_and_resume(tmp_path, capsys):
     capsys.readouterr()
     bench.main(args)                                                                  # every run done: none again
     assert '# 0 new runs' in capsys.readouterr().out and len(rows(csv_path)) == 2
+
+
+def test_quick_followup_counts(tmp_path):
+    "--design followup: the labelling by class counts (--label_counts, --unlabelled_counts); oracle weights with their φ."
+    bench = load_script('informative_fashion_mnist')
+    out = tmp_path/'res'
+    csv_path = bench.main(['--quick', '--design', 'followup', '--out', str(out), '--work_dir', str(tmp_path/'work'),
+                           '--runs', 'depseudolabel_ipw_oracle'])
+    (r,) = rows(csv_path)
+    assert int(r['num_labels']) == 30 and json.loads(r['phi_used']) == [0.25] * 10
+    side = json.loads((out/'informative_fashion_mnist_runs.json').read_text())
+    assert (side['budget']['design'], side['budget']['label_counts'], side['budget']['unlabelled_counts']) == ('followup', [3] * 10, [9] * 10)

@@ -106,7 +106,8 @@ def cases(t:Path):
     for flags in (['--num_labels', '7'], ['--num_train_iter', '0'], ['--ema_m', '1'], ['--label_noise', '2'],
                   ['--num_val', '100'], ['--batch_size', '-1'], ['--lr', 'x'], ['--dataset', 'nosuchdata'],
                   ['--net', 'ResNet9000'], ['--method', 'nosuchmethod'], ['--resume'], ['--save_name', '../x'],
-                  ['--label_probs', '0.5,0.5'], ['--ipw', 'oracle'], ['--max_image_pixels', '-5']):
+                  ['--label_probs', '0.5,0.5'], ['--ipw', 'oracle'], ['--max_image_pixels', '-5'],
+                  ['--label_counts', '5,a'], ['--label_counts', '9' * 40], ['--unlabelled_counts', '5']):
         yield f"flags {' '.join(flags)}", 7, TRAIN + ['--dataset', 'digits', *flags, '--dry_run'] if '--dataset' not in flags else TRAIN + [*flags, '--dry_run'], None
 
 
