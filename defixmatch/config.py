@@ -270,8 +270,8 @@ def _counts(args, k:str, least:int):
     "`--k` as a list of one integer >= `least` per class (None if not given), else a `CLIError`."
     v = getattr(args, k)
     if v is None: return None
-    num = lambda x: x.strip().isascii() and x.strip().isdigit() and len(x.strip()) <= 12   # 12 digits: any real count
-    v = [int(x) if isinstance(x, str) and num(x) else x for x in (v.split(',') if isinstance(v, str) else v)]
+    num = lambda s: s.isascii() and s.isdigit() and len(s) <= 12   # 12 digits: any real count
+    v = [int(x) if isinstance(x, str) and num(x.strip()) else x for x in (v.split(',') if isinstance(v, str) else v)]
     if not all(type(x) is int and x >= least for x in v):
         raise CLIError(f"--{k} must be integers >= {least} separated by commas, got {short_repr(getattr(args, k))}")
     if len(v) != args.num_classes: raise CLIError(f"--{k}: {len(v)} counts for {args.num_classes} classes")
@@ -416,7 +416,7 @@ def _check_file_value(path, k:str, v, t):
     bad = lambda what: CLIError(f"--config {path}: {k} must be {what}, got {short_repr(v)}")
     if v is None or t is None: return
     if k in ('label_probs', 'label_counts', 'unlabelled_counts') and isinstance(v, list) and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v):
-        return  # one probability per class, as `config.json` records them (checked with the flag's own values)
+        return  # one value per class, as `config.json` records them (checked with the flag's own values)
     if t in (str, str.lower):
         if not isinstance(v, str): raise bad('a string')
     elif isinstance(v, str): return  # parsed by the flag's own type, as on the command line
